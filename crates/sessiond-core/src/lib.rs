@@ -1,0 +1,15 @@
+//! Domain types and pure rules of sessiond. No I/O, no HTTP, no SQL.
+
+pub mod account;
+pub mod cursor;
+pub mod error;
+pub mod event;
+pub mod ids;
+pub mod limits;
+pub mod merge_patch;
+pub mod session;
+pub mod time;
+
+pub use error::{Error, ErrorKind};
+pub use ids::{AccountId, KeyId, SessionId};
+pub use time::Timestamp;
