@@ -15,6 +15,7 @@ pub enum ErrorKind {
     NotFound,
     Conflict,
     PreconditionFailed,
+    MethodNotAllowed,
     PayloadTooLarge,
     UnsupportedMediaType,
     /// The store cannot be reached right now: 503.

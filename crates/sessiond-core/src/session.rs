@@ -156,7 +156,7 @@ impl Session {
         let Value::Object(after) = after else {
             return Err(Error::internal("merge patch produced a non-object"));
         };
-        let mut get = |k: &str| after.get(k).cloned().unwrap_or(Value::Null);
+        let get = |k: &str| after.get(k).cloned().unwrap_or(Value::Null);
         let title = bounded_opt_string(get("title"), "title", TITLE_MAX_CHARS)?;
         let kind = bounded_opt_string(get("type"), "type", TYPE_MAX_CHARS)?;
         let tags = validate_tags(get("tags"))?;

@@ -1,1 +1,378 @@
+//! The embedded SQLite backend.
+//!
+//! One writer thread owns the only write connection and commits whatever requests are waiting
+//! together (group commit: one transaction, one fsync, many acknowledgements); each request runs
+//! in its own savepoint so one failure never affects its neighbours. Reads go to a small pool of
+//! read-only connections on their own threads. WAL mode lets readers run while the writer commits.
 
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+use sessiond_core::account::{Account, ApiKey};
+use sessiond_core::event::Event;
+use sessiond_core::ids::SessionRef;
+use sessiond_core::session::{Session, SessionQuery};
+use sessiond_core::{AccountId, KeyId, SessionId, Timestamp};
+use sessiond_store::{InsertSession, SessionUpdate, Store, StoreError, UpdateSession};
+use tokio::sync::{mpsc, oneshot};
+
+mod accounts;
+mod records;
+mod schema;
+mod sessions;
+
+/// How many waiting writes one transaction may carry.
+const MAX_BATCH: usize = 512;
+
+type Reply = Box<dyn FnOnce(Option<StoreError>) + Send>;
+/// A queued write: given the connection inside an open transaction (or the reason there is
+/// none), it runs and returns how to answer once the commit's outcome is known.
+type WriteJob = Box<dyn FnOnce(Result<&Connection, StoreError>) -> Reply + Send>;
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+enum WriteMsg {
+    Job(WriteJob),
+    Shutdown(oneshot::Sender<()>),
+}
+
+enum ReadMsg {
+    Job(ReadJob),
+    Shutdown,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Number of read connections (and threads).
+    pub readers: usize,
+    /// `synchronous=FULL` (the default) fsyncs the WAL on every commit; `NORMAL` is only for
+    /// benchmarks that want to see the cost of durability.
+    pub synchronous_full: bool,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            readers: 4,
+            synchronous_full: true,
+        }
+    }
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: mpsc::Sender<WriteMsg>,
+    readers: flume::Sender<ReadMsg>,
+    reader_count: usize,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn internal(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(e.to_string())
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("the store is shut down".into())
+}
+
+fn configure(conn: &Connection, opts: &SqliteOptions) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        if opts.synchronous_full { "FULL" } else { "NORMAL" },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file, runs migrations and starts the threads.
+    pub fn open(path: impl AsRef<Path>, opts: SqliteOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = Connection::open(&path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        configure(&conn, &opts).map_err(internal)?;
+        schema::migrate(&mut conn)?;
+
+        let mut threads = Vec::new();
+        let (wtx, wrx) = mpsc::channel::<WriteMsg>(4096);
+        threads.push(
+            std::thread::Builder::new()
+                .name("sqlite-writer".into())
+                .spawn(move || writer_loop(conn, wrx))
+                .map_err(internal)?,
+        );
+
+        let readers = opts.readers.max(1);
+        let (rtx, rrx) = flume::unbounded::<ReadMsg>();
+        for i in 0..readers {
+            let conn = Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(internal)?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))
+                .map_err(internal)?;
+            conn.pragma_update(None, "foreign_keys", "ON").map_err(internal)?;
+            let rx = rrx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("sqlite-reader-{i}"))
+                    .spawn(move || {
+                        while let Ok(ReadMsg::Job(job)) = rx.recv() {
+                            job(&conn);
+                        }
+                    })
+                    .map_err(internal)?,
+            );
+        }
+        Ok(Self {
+            path,
+            writer: wtx,
+            readers: rtx,
+            reader_count: readers,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` inside the next group-commit transaction; answers after the commit.
+    async fn write<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let result = conn.and_then(|conn| in_savepoint(conn, f));
+            Box::new(move |commit_error| {
+                let _ = tx.send(match commit_error {
+                    Some(e) => Err(e),
+                    None => result,
+                });
+            })
+        });
+        self.writer
+            .send(WriteMsg::Job(job))
+            .await
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Runs `f` on a read connection.
+    async fn read<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.readers
+            .send(ReadMsg::Job(Box::new(move |conn| {
+                let _ = tx.send(f(conn));
+            })))
+            .map_err(|_| closed())?;
+        rx.await.map_err(|_| closed())?
+    }
+}
+
+/// Runs one request in a savepoint: its writes are undone if it fails, its neighbours' are kept.
+fn in_savepoint<R>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    conn.execute_batch("SAVEPOINT req").map_err(internal)?;
+    // A panic in one request must not take the writer thread (and every later write) with it.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+        .unwrap_or_else(|_| Err(StoreError::Internal("a write panicked".into())));
+    let end = match &result {
+        Ok(_) => conn.execute_batch("RELEASE req"),
+        Err(_) => conn.execute_batch("ROLLBACK TO req; RELEASE req"),
+    };
+    match (result, end) {
+        (Ok(r), Ok(())) => Ok(r),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(internal(e)),
+    }
+}
+
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteMsg>) {
+    let mut shutdown: Option<oneshot::Sender<()>> = None;
+    while shutdown.is_none() {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        let mut jobs = Vec::new();
+        match first {
+            WriteMsg::Job(j) => jobs.push(j),
+            WriteMsg::Shutdown(done) => shutdown = Some(done),
+        }
+        while shutdown.is_none() && jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(WriteMsg::Job(j)) => jobs.push(j),
+                Ok(WriteMsg::Shutdown(done)) => shutdown = Some(done),
+                Err(_) => break,
+            }
+        }
+        if jobs.is_empty() {
+            continue;
+        }
+        commit_batch(&conn, jobs);
+    }
+    // Refuse whatever is still queued, then leave a checkpointed database behind.
+    rx.close();
+    while let Ok(msg) = rx.try_recv() {
+        if let WriteMsg::Job(j) = msg {
+            drop(j);
+        }
+    }
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA optimize;") {
+        tracing::warn!(error = %e, "checkpoint at shutdown failed");
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the write connection failed");
+    }
+    if let Some(done) = shutdown {
+        let _ = done.send(());
+    }
+}
+
+fn commit_batch(conn: &Connection, jobs: Vec<WriteJob>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, "cannot begin a transaction");
+        let err = StoreError::Unavailable(format!("cannot begin a transaction: {e}"));
+        for job in jobs {
+            job(Err(err.clone()))(None);
+        }
+        return;
+    }
+    let replies: Vec<Reply> = jobs.into_iter().map(|job| job(Ok(conn))).collect();
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => {
+            for reply in replies {
+                reply(None);
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, batch = replies.len(), "group commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+            let err = StoreError::Unavailable(format!("commit failed: {e}"));
+            for reply in replies {
+                reply(Some(err.clone()));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        format!("sqlite {}", self.path.display())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+        })
+        .await
+    }
+
+    async fn shutdown(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.writer.send(WriteMsg::Shutdown(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+        for _ in 0..self.reader_count {
+            let _ = self.readers.send(ReadMsg::Shutdown);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+
+    async fn ensure_account(&self, account: Account) -> Result<(), StoreError> {
+        self.write(move |c| accounts::ensure(c, &account)).await
+    }
+
+    async fn create_account(&self, account: Account) -> Result<Account, StoreError> {
+        self.write(move |c| accounts::create(c, account)).await
+    }
+
+    async fn get_account(&self, id: AccountId) -> Result<Option<Account>, StoreError> {
+        self.read(move |c| accounts::get(c, id)).await
+    }
+
+    async fn create_api_key(&self, key: ApiKey) -> Result<ApiKey, StoreError> {
+        self.write(move |c| accounts::create_key(c, key)).await
+    }
+
+    async fn find_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>, StoreError> {
+        self.read(move |c| accounts::find_key(c, &hash)).await
+    }
+
+    async fn revoke_api_key(&self, id: KeyId, at: Timestamp) -> Result<bool, StoreError> {
+        self.write(move |c| accounts::revoke_key(c, id, at)).await
+    }
+
+    async fn insert_session(
+        &self,
+        session: Session,
+        event: Event,
+    ) -> Result<InsertSession, StoreError> {
+        self.write(move |c| sessions::insert(c, session, event)).await
+    }
+
+    async fn get_session(
+        &self,
+        account: AccountId,
+        session: &SessionRef,
+    ) -> Result<Option<Session>, StoreError> {
+        let session = session.clone();
+        self.read(move |c| sessions::get(c, account, &session, true))
+            .await
+    }
+
+    async fn update_session(
+        &self,
+        account: AccountId,
+        session: &SessionRef,
+        update: SessionUpdate,
+    ) -> Result<UpdateSession, StoreError> {
+        let session = session.clone();
+        self.write(move |c| sessions::update(c, account, &session, update))
+            .await
+    }
+
+    async fn delete_session(
+        &self,
+        account: AccountId,
+        session: &SessionRef,
+    ) -> Result<Option<SessionId>, StoreError> {
+        let session = session.clone();
+        self.write(move |c| sessions::delete(c, account, &session))
+            .await
+    }
+
+    async fn list_sessions(
+        &self,
+        account: AccountId,
+        query: &SessionQuery,
+        include_data: bool,
+    ) -> Result<Vec<Session>, StoreError> {
+        let query = query.clone();
+        self.read(move |c| sessions::list(c, account, &query, include_data))
+            .await
+    }
+}

@@ -1,0 +1,29 @@
+//! The native `/v1` API: one file per resource. Handlers parse, call a service, render.
+
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+use crate::app::App;
+
+pub mod accounts;
+pub mod ops;
+pub mod sessions;
+
+pub fn router() -> Router<App> {
+    Router::new()
+        .route("/v1/sessions", post(sessions::create).get(sessions::list))
+        .route(
+            "/v1/sessions/{session}",
+            get(sessions::get)
+                .patch(sessions::patch)
+                .delete(sessions::delete),
+        )
+        .route("/v1/sessions/{session}/close", post(sessions::close))
+        .route("/v1/accounts", post(accounts::create))
+        .route("/v1/accounts/{account}/keys", post(accounts::create_key))
+        .route("/v1/keys/{key}", delete(accounts::revoke_key))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+}

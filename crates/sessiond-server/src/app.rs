@@ -1,0 +1,121 @@
+//! The application state, the router with its layers, and `serve`: the one entry point used by
+//! the binary and by every test.
+
+use std::future::Future;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, Request};
+use axum::Router;
+use sessiond_core::limits::JSON_BODY_DEFAULT_BYTES;
+use sessiond_core::Error;
+use sessiond_store::Store;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Authenticator;
+use crate::service::Services;
+use crate::{api, telemetry};
+
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// The admin key's secret, when one is configured.
+    pub admin_key: Option<String>,
+    /// Whether requests without credentials are refused (false: open mode).
+    pub auth_required: bool,
+    pub max_body_bytes: usize,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            admin_key: None,
+            auth_required: false,
+            max_body_bytes: JSON_BODY_DEFAULT_BYTES,
+        }
+    }
+}
+
+pub struct AppInner {
+    pub store: Arc<dyn Store>,
+    pub services: Services,
+    pub auth: Authenticator,
+    pub options: AppOptions,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+/// Shared state of one server. Cheap to clone.
+#[derive(Clone)]
+pub struct App(Arc<AppInner>);
+
+impl Deref for App {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl App {
+    pub async fn new(store: Arc<dyn Store>, options: AppOptions) -> Result<App, Error> {
+        let services = Services::new(store.clone());
+        services.accounts.ensure_default().await?;
+        let auth = Authenticator::new(
+            store.clone(),
+            options.admin_key.as_deref(),
+            options.auth_required,
+        );
+        Ok(App(Arc::new(AppInner {
+            store,
+            services,
+            auth,
+            options,
+            metrics: telemetry::prometheus(),
+        })))
+    }
+
+    pub fn router(&self) -> Router {
+        let request_id = HeaderName::from_static("x-request-id");
+        Router::new()
+            .merge(api::router())
+            .fallback(api::ops::not_found)
+            .method_not_allowed_fallback(api::ops::method_not_allowed)
+            .layer(DefaultBodyLimit::max(self.options.max_body_bytes))
+            .layer(axum::middleware::from_fn(telemetry::track))
+            .layer(CatchPanicLayer::custom(api::ops::panic_response))
+            .layer(
+                TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::debug_span!("request", method = %req.method(), uri = %req.uri(), request_id = id)
+                }),
+            )
+            .layer(PropagateRequestIdLayer::new(request_id.clone()))
+            .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+            .with_state(self.clone())
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, lets in-flight requests finish (for at
+/// most `drain` after the signal), then closes the store.
+pub async fn serve(
+    listener: TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let router = app.router();
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    app.store.shutdown().await;
+    result
+}
+
+/// How long `serve` waits for in-flight requests after a shutdown signal (used by the binary).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,0 +1,171 @@
+//! Who is calling: API keys (hashed, cached briefly), the admin key, and open mode.
+//!
+//! Each surface extracts credentials from its own headers and renders failures its own way; the
+//! resolution from a secret to a [`Principal`] is done here once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use sessiond_core::account::ApiKey;
+use sessiond_core::{AccountId, Error, KeyId};
+use sessiond_store::Store;
+use sha2::{Digest, Sha256};
+
+use crate::app::App;
+use crate::error::ApiError;
+
+/// How long a resolved key is trusted before it is looked up again. Revocation through this
+/// node takes effect at once; through another node of a cluster, within this delay.
+const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+const KEY_CACHE_MAX: usize = 10_000;
+
+/// The authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// The admin key: manages accounts and keys.
+    Admin,
+    /// An account's API key.
+    Account { account: AccountId, key: KeyId },
+    /// Open mode without credentials: the default account, with admin rights (loopback only).
+    Anonymous,
+}
+
+impl Principal {
+    /// The account whose sessions this caller works on.
+    pub fn account(&self) -> Result<AccountId, Error> {
+        match self {
+            Principal::Account { account, .. } => Ok(*account),
+            Principal::Anonymous => Ok(AccountId::DEFAULT),
+            Principal::Admin => Err(Error::forbidden(
+                "the admin key manages accounts and keys only; use an account's API key for sessions",
+            )),
+        }
+    }
+
+    pub fn ensure_admin(&self) -> Result<(), Error> {
+        match self {
+            Principal::Admin | Principal::Anonymous => Ok(()),
+            Principal::Account { .. } => Err(Error::forbidden("this route needs the admin key")),
+        }
+    }
+}
+
+pub fn hash_secret(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Resolves secrets to principals.
+pub struct Authenticator {
+    store: Arc<dyn Store>,
+    admin_hash: Option<[u8; 32]>,
+    required: bool,
+    cache: RwLock<HashMap<[u8; 32], (Instant, ApiKey)>>,
+}
+
+impl Authenticator {
+    pub fn new(store: Arc<dyn Store>, admin_key: Option<&str>, required: bool) -> Self {
+        Self {
+            store,
+            admin_hash: admin_key.map(hash_secret),
+            required,
+            cache: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
+    /// The principal for a presented secret (`None`: no credentials at all).
+    pub async fn resolve(&self, secret: Option<&str>) -> Result<Principal, Error> {
+        let Some(secret) = secret else {
+            return if self.required {
+                Err(Error::unauthorized(
+                    "missing credentials: send Authorization: Bearer <key> or x-api-key: <key>",
+                ))
+            } else {
+                Ok(Principal::Anonymous)
+            };
+        };
+        let hash = hash_secret(secret);
+        // Comparing digests keeps the comparison independent of where the secrets differ.
+        if self.admin_hash == Some(hash) {
+            return Ok(Principal::Admin);
+        }
+        match self.lookup(hash).await? {
+            Some(key) => Ok(Principal::Account {
+                account: key.account_id,
+                key: key.id,
+            }),
+            None => Err(Error::unauthorized("invalid API key")),
+        }
+    }
+
+    /// The live key with this secret hash, from the cache or the store.
+    pub async fn lookup(&self, hash: [u8; 32]) -> Result<Option<ApiKey>, Error> {
+        if let Ok(cache) = self.cache.read() {
+            if let Some((at, key)) = cache.get(&hash) {
+                if at.elapsed() < KEY_CACHE_TTL {
+                    return Ok(Some(key.clone()));
+                }
+            }
+        }
+        let key = self.store.find_api_key(hash).await?;
+        if let (Some(key), Ok(mut cache)) = (&key, self.cache.write()) {
+            if cache.len() >= KEY_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(hash, (Instant::now(), key.clone()));
+        }
+        Ok(key)
+    }
+
+    /// Forgets a revoked key at once.
+    pub fn forget(&self, key: KeyId) {
+        if let Ok(mut cache) = self.cache.write() {
+            cache.retain(|_, (_, k)| k.id != key);
+        }
+    }
+}
+
+/// The secret from `Authorization: Bearer …` or else `x-api-key`.
+pub fn presented_secret(headers: &HeaderMap) -> Result<Option<&str>, Error> {
+    if let Some(v) = headers.get(header::AUTHORIZATION) {
+        let v = v
+            .to_str()
+            .map_err(|_| Error::unauthorized("the Authorization header is not valid text"))?;
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::unauthorized("the Authorization header must be \"Bearer <key>\""))?;
+        return Ok(Some(token));
+    }
+    if let Some(v) = headers.get("x-api-key") {
+        let v = v
+            .to_str()
+            .map_err(|_| Error::unauthorized("the x-api-key header is not valid text"))?
+            .trim();
+        if !v.is_empty() {
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
+}
+
+/// The caller of a native route.
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<App> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        let secret = presented_secret(&parts.headers)?;
+        Ok(Caller(app.auth.resolve(secret).await?))
+    }
+}

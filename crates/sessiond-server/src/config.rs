@@ -1,0 +1,74 @@
+//! `sessiond serve` configuration: flags, each with a `SESSIOND_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// Off when bound to loopback with no admin key configured, else on.
+    Auto,
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "SESSIOND_LISTEN", default_value = "127.0.0.1:7800")]
+    pub listen: SocketAddr,
+
+    /// Directory for the embedded database, the admin key and the token secret.
+    #[arg(long, env = "SESSIOND_DATA_DIR", default_value = "./sessiond-data")]
+    pub data_dir: PathBuf,
+
+    /// Whether requests must carry credentials. `off` is only allowed on a loopback address
+    /// (unless --insecure-no-auth).
+    #[arg(long, env = "SESSIOND_AUTH", value_enum, default_value_t = AuthMode::Auto)]
+    pub auth: AuthMode,
+
+    /// The admin key that manages accounts and keys. Generated into the data dir when unset.
+    #[arg(long, env = "SESSIOND_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+
+    /// Allow `--auth off` on a non-loopback address.
+    #[arg(long, env = "SESSIOND_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
+    /// Largest JSON request body, in bytes.
+    #[arg(long, env = "SESSIOND_MAX_BODY_BYTES", default_value_t = sessiond_core::limits::JSON_BODY_DEFAULT_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// Number of SQLite read connections.
+    #[arg(long, env = "SESSIOND_SQLITE_READERS", default_value_t = 4)]
+    pub sqlite_readers: usize,
+
+    /// Log format on stderr.
+    #[arg(long, env = "SESSIOND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl ServeArgs {
+    /// Whether authentication is required, after resolving `auto`; an error when the
+    /// combination is unsafe.
+    pub fn auth_required(&self) -> Result<bool, String> {
+        let loopback = self.listen.ip().is_loopback();
+        match self.auth {
+            AuthMode::On => Ok(true),
+            AuthMode::Auto => Ok(!loopback || self.admin_key.is_some()),
+            AuthMode::Off if loopback || self.insecure_no_auth => Ok(false),
+            AuthMode::Off => Err(format!(
+                "refusing to start with --auth off on {} (not a loopback address): anyone who can reach it \
+                 could read and change every session; use --auth on, bind 127.0.0.1, or pass --insecure-no-auth",
+                self.listen
+            )),
+        }
+    }
+}

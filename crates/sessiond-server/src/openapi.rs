@@ -1,0 +1,75 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations.
+
+use std::sync::OnceLock;
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::api;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "admin_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        let codes = sessiond_core::error::codes::ALL
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let info = &mut openapi.info;
+        info.description = Some(format!(
+            "{}\n\nErrors are `{{\"error\": {{\"code\", \"message\"}}}}`. Stable codes: {codes}.",
+            info.description.as_deref().unwrap_or_default()
+        ));
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "sessiond",
+        description = "A durable session server for AI agents and LLM pipelines. Authenticate with \
+            `Authorization: Bearer <key>` or `x-api-key: <key>` (open mode on loopback needs neither). \
+            JSON bodies are limited to 1 MiB by default (413 beyond).",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        api::sessions::create,
+        api::sessions::list,
+        api::sessions::get,
+        api::sessions::patch,
+        api::sessions::close,
+        api::sessions::delete,
+        api::accounts::create,
+        api::accounts::create_key,
+        api::accounts::revoke_key,
+        api::ops::healthz,
+        api::ops::readyz,
+        api::ops::metrics,
+        api::ops::openapi,
+    ),
+    modifiers(&Security),
+    security(("api_key" = [])),
+    tags(
+        (name = "sessions", description = "Sessions and their JSON state"),
+        (name = "accounts", description = "Accounts and API keys (admin key)"),
+        (name = "operations", description = "Health, readiness, metrics, this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The document as JSON, built once.
+pub fn json() -> String {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().unwrap_or_default())
+        .clone()
+}

@@ -1,0 +1,197 @@
+use std::sync::Arc;
+
+use serde_json::Value;
+use sessiond_core::cursor::Cursor;
+use sessiond_core::error::codes;
+use sessiond_core::event::Event;
+use sessiond_core::ids::SessionRef;
+use sessiond_core::session::{
+    validate_close_reason, CreateSessionInput, Session, SessionFilter, SessionQuery,
+};
+use sessiond_core::{AccountId, Error, ErrorKind, Timestamp};
+use sessiond_store::{InsertSession, Store, UpdateSession};
+use tracing::instrument;
+
+use crate::extract::IfMatch;
+
+#[derive(Clone)]
+pub struct SessionService {
+    store: Arc<dyn Store>,
+}
+
+/// The outcome of a create: a new session, or the existing one for an idempotent retry.
+pub struct Created {
+    pub session: Session,
+    pub cached: bool,
+}
+
+pub struct Page {
+    pub sessions: Vec<Session>,
+    pub next: Option<Cursor>,
+}
+
+impl SessionService {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
+    /// Creates a session. The same `externalId` while that session is active returns it
+    /// unchanged (`cached`); once it is closed or expired the externalId cannot be reused.
+    #[instrument(skip_all, fields(account = %account))]
+    pub async fn create(
+        &self,
+        account: AccountId,
+        input: CreateSessionInput,
+    ) -> Result<Created, Error> {
+        let now = Timestamp::now();
+        let session = input.validate(now)?.into_session(account, now);
+        let id = session.id;
+        match self
+            .store
+            .insert_session(session, Event::SessionCreated { version: 1 })
+            .await?
+        {
+            InsertSession::Inserted(session) => {
+                metrics::counter!("sessiond_sessions_created_total").increment(1);
+                Ok(Created {
+                    session,
+                    cached: false,
+                })
+            }
+            InsertSession::ExternalIdTaken(existing) => {
+                if existing.is_active(now) {
+                    Ok(Created {
+                        session: existing,
+                        cached: true,
+                    })
+                } else {
+                    Err(Error::conflict(
+                        codes::SESSION_CLOSED,
+                        format!(
+                            "Session {} with externalId {:?} is {}; use a different externalId to create a new session",
+                            existing.id,
+                            existing.external_id.as_deref().unwrap_or_default(),
+                            existing.status(now).as_str()
+                        ),
+                    ))
+                }
+            }
+            InsertSession::IdTaken => Err(Error::conflict(
+                codes::SESSION_EXISTS,
+                format!("Session {id} already exists"),
+            )),
+        }
+    }
+
+    #[instrument(skip_all, fields(session = %r))]
+    pub async fn get(&self, account: AccountId, r: &SessionRef) -> Result<Session, Error> {
+        self.store
+            .get_session(account, r)
+            .await?
+            .ok_or_else(|| Error::session_not_found(r))
+    }
+
+    /// Applies an RFC 7396 merge patch, guarded by `If-Match` when given.
+    #[instrument(skip_all, fields(session = %r))]
+    pub async fn patch(
+        &self,
+        account: AccountId,
+        r: &SessionRef,
+        patch: Value,
+        if_match: Option<IfMatch>,
+    ) -> Result<Session, Error> {
+        let now = Timestamp::now();
+        let outcome = self
+            .store
+            .update_session(
+                account,
+                r,
+                Box::new(move |s: &mut Session| {
+                    if let Some(IfMatch::Version(v)) = if_match {
+                        if s.version != v {
+                            return Err(Error::new(
+                                ErrorKind::PreconditionFailed,
+                                codes::VERSION_MISMATCH,
+                                format!(
+                                    "Session {} is at version {}, not {v}; read it again and retry",
+                                    s.id, s.version
+                                ),
+                            ));
+                        }
+                    }
+                    Ok(s.apply_merge_patch(&patch, now)?.into_iter().collect())
+                }),
+            )
+            .await?;
+        updated(outcome, r)
+    }
+
+    /// Closes the session; closing a closed session returns it unchanged.
+    #[instrument(skip_all, fields(session = %r))]
+    pub async fn close(
+        &self,
+        account: AccountId,
+        r: &SessionRef,
+        reason: Option<String>,
+    ) -> Result<Session, Error> {
+        let reason = validate_close_reason(reason)?;
+        let now = Timestamp::now();
+        let outcome = self
+            .store
+            .update_session(
+                account,
+                r,
+                Box::new(move |s: &mut Session| Ok(s.close(reason, now).into_iter().collect())),
+            )
+            .await?;
+        updated(outcome, r)
+    }
+
+    #[instrument(skip_all, fields(session = %r))]
+    pub async fn delete(&self, account: AccountId, r: &SessionRef) -> Result<(), Error> {
+        match self.store.delete_session(account, r).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::session_not_found(r)),
+        }
+    }
+
+    /// One page of the account's sessions, newest first.
+    #[instrument(skip_all)]
+    pub async fn list(
+        &self,
+        account: AccountId,
+        filter: SessionFilter,
+        after: Option<Cursor>,
+        limit: usize,
+        include_data: bool,
+    ) -> Result<Page, Error> {
+        // One row more than asked tells whether another page exists.
+        let query = SessionQuery {
+            filter,
+            after,
+            limit: limit + 1,
+            now: Timestamp::now(),
+        };
+        let mut sessions = self
+            .store
+            .list_sessions(account, &query, include_data)
+            .await?;
+        let next = if sessions.len() > limit {
+            sessions.truncate(limit);
+            sessions.last().map(|s| Cursor {
+                created_at: s.created_at,
+                id: *s.id.as_uuid(),
+            })
+        } else {
+            None
+        };
+        Ok(Page { sessions, next })
+    }
+}
+
+fn updated(outcome: UpdateSession, r: &SessionRef) -> Result<Session, Error> {
+    match outcome {
+        UpdateSession::NotFound => Err(Error::session_not_found(r)),
+        UpdateSession::Unchanged(s) | UpdateSession::Updated(s) => Ok(s),
+    }
+}
