@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli;
 mod serve;
 
 #[derive(Parser)]
@@ -17,6 +18,27 @@ struct Cli {
 enum Commands {
     /// Run the server.
     Serve(Box<sessiond_server::config::ServeArgs>),
+    /// Create, inspect, change and delete sessions on a running server.
+    Sessions {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        cmd: cli::SessionsCmd,
+    },
+    /// Create accounts (admin key, or open mode).
+    Accounts {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        cmd: cli::AccountsCmd,
+    },
+    /// Create and revoke API keys (admin key, or open mode).
+    Keys {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        cmd: cli::KeysCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -31,6 +53,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Commands::Serve(args) => serve::run(*args).await,
+            Commands::Sessions { client, cmd } => cli::run_sessions(&client, cmd).await,
+            Commands::Accounts { client, cmd } => cli::run_accounts(&client, cmd).await,
+            Commands::Keys { client, cmd } => cli::run_keys(&client, cmd).await,
         }
     });
     match result {

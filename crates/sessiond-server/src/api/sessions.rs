@@ -303,7 +303,7 @@ pub struct ListParams {
     #[serde(rename = "type")]
     #[param(rename = "type")]
     pub kind: Option<String>,
-    /// Repeatable; a session matches when it has any of the tags.
+    /// Repeatable (`tag=a&tag=b`); a session matches when it has any of the tags.
     pub tag: Option<String>,
     pub external_id: Option<String>,
     /// RFC 3339; sessions created strictly after.
@@ -361,11 +361,8 @@ fn parse_list_query(query: Option<&str>) -> Result<ListRequest, Error> {
                 }
             }
             "type" => req.filter.kind = Some(value),
-            "tag" => {
-                for part in value.split(',').filter(|p| !p.is_empty()) {
-                    req.filter.tags_any.push(part.to_owned());
-                }
-            }
+            // Repeatable, never split: a tag may contain a comma.
+            "tag" => req.filter.tags_any.push(value),
             "externalId" => req.filter.external_id = Some(value),
             "createdAfter" => req.filter.created_after = Some(timestamp(&key, &value)?),
             "createdBefore" => req.filter.created_before = Some(timestamp(&key, &value)?),
