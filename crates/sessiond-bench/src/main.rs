@@ -1,1 +1,607 @@
-fn main() {}
+//! `sessiond-bench`: closed-loop load generator for sessiond with a per-scenario latency and
+//! throughput report, normalised against the bare-HTTP ceiling measured in the same run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, ValueEnum};
+use hyper::Uri;
+use serde_json::{json, Map, Value};
+
+mod load;
+mod report;
+mod target;
+
+use load::{Bound, Workload};
+use report::{mib, ScenarioReport, Summary};
+use target::{Server, Target};
+
+/// Progress line cadence while seeding.
+const PROGRESS_EVERY: u64 = 100_000;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sessiond-bench",
+    version,
+    about = "Load generator and benchmark report for sessiond"
+)]
+struct Args {
+    /// Target a running server (loopback only unless --allow-remote).
+    #[arg(long, conflicts_with = "server_bin")]
+    url: Option<String>,
+    /// Server binary to start [default: `sessiond` next to this executable].
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Extra argument for the started `sessiond serve` (repeatable).
+    #[arg(long = "server-arg", allow_hyphen_values = true, value_name = "ARG")]
+    server_args: Vec<String>,
+    /// Log filter (SESSIOND_LOG) for the started server; request logging would be measured too.
+    #[arg(long, default_value = "warn")]
+    server_log: String,
+    /// Concurrent workers, one keep-alive connection each.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    concurrency: u32,
+    /// Measured seconds per scenario.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    duration: f64,
+    /// Unmeasured seconds before each scenario's measurement.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    warmup: f64,
+    /// Comma-separated scenarios, run in the given order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "bare,create,get,patch,list"
+    )]
+    scenarios: Vec<Scenario>,
+    /// API key or token sent as `Authorization: Bearer`.
+    #[arg(long)]
+    key: Option<String>,
+    /// Sessions in the data set of the `list` and `memory` scenarios.
+    #[arg(long, default_value_t = 10_000, value_name = "N")]
+    seed_sessions: u64,
+    /// Sessions created for the `get` and `patch` scenarios.
+    #[arg(long, default_value_t = 1_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pool_sessions: u64,
+    /// Also print a JSON report after the table.
+    #[arg(long)]
+    json: bool,
+    /// Write the JSON report to FILE instead of stdout (implies --json).
+    #[arg(long, value_name = "FILE")]
+    json_out: Option<PathBuf>,
+    /// Client runtime threads: 1 = current-thread runtime, leaving the other core to the server.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    client_threads: u16,
+    /// Permit a --url whose host is not loopback.
+    #[arg(long)]
+    allow_remote: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// `GET /healthz`: the HTTP ceiling.
+    Bare,
+    /// `POST /v1/sessions`.
+    Create,
+    /// `GET /v1/sessions/{id}` over a pool.
+    Get,
+    /// `PATCH /v1/sessions/{id}` merge patches over a pool.
+    Patch,
+    /// List pages over a seeded data set.
+    List,
+    /// Seed a (large) data set, read the server's RSS, then list on top of it.
+    Memory,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::Bare => "bare",
+            Scenario::Create => "create",
+            Scenario::Get => "get",
+            Scenario::Patch => "patch",
+            Scenario::List => "list",
+            Scenario::Memory => "memory",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let built = if args.client_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(args.client_threads))
+            .enable_all()
+            .build()
+    };
+    let runtime = match built {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+struct Ctx {
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    seed_sessions: u64,
+    pool_sessions: u64,
+    target: Arc<Target>,
+    server: Option<Server>,
+    /// Session URIs for get/patch, created on first need and shared by both.
+    pool: Option<Arc<Vec<Uri>>>,
+    /// Seed tickets handed out so far for the list/memory data set (so `memory` after `list`
+    /// only adds what is missing).
+    seeded: u64,
+}
+
+/// Returns whether every scenario ran.
+async fn run(args: Args) -> Result<bool> {
+    if !(args.duration.is_finite() && args.duration > 0.0) {
+        bail!("--duration must be > 0");
+    }
+    if !(args.warmup.is_finite() && args.warmup >= 0.0) {
+        bail!("--warmup must be >= 0");
+    }
+    let argv: Vec<String> = std::env::args().collect();
+    let command = report::command_line(&argv);
+
+    let (server, target) = match &args.url {
+        Some(url) => {
+            let parts = target::parse_url(url, args.allow_remote)?;
+            let addr = target::resolve(&parts, args.allow_remote).await?;
+            let t = Target::new(addr, &parts.authority, parts.prefix, args.key.as_deref())?;
+            (None, t)
+        }
+        None => {
+            let bin = match &args.server_bin {
+                Some(b) => b.clone(),
+                None => std::env::current_exe()
+                    .context("cannot locate this executable")?
+                    .with_file_name("sessiond"),
+            };
+            let server = Server::start(&bin, &args.server_args, &args.server_log).await?;
+            let t = Target::new(
+                server.addr,
+                &server.addr.to_string(),
+                String::new(),
+                args.key.as_deref(),
+            )?;
+            (Some(server), t)
+        }
+    };
+
+    let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let server_json = match &server {
+        Some(s) => json!({
+            "startedByBench": true,
+            "version": s.version,
+            "pid": s.pid,
+            "url": target.display,
+        }),
+        None => {
+            json!({ "startedByBench": false, "version": null, "pid": null, "url": target.display })
+        }
+    };
+    let scenario_names: Vec<&str> = args.scenarios.iter().map(|s| s.name()).collect();
+
+    println!("sessiond-bench {}", env!("CARGO_PKG_VERSION"));
+    println!("command:  {command}");
+    println!(
+        "machine:  nproc {nproc}; client {} ({} thread{})",
+        if args.client_threads == 1 {
+            "current-thread runtime"
+        } else {
+            "multi-thread runtime"
+        },
+        args.client_threads,
+        if args.client_threads == 1 { "" } else { "s" }
+    );
+    match &server {
+        Some(s) => println!(
+            "server:   {} (started by the bench, pid {}, data dir {}) at {}",
+            s.version.as_deref().unwrap_or("version unknown"),
+            s.pid,
+            s.data_dir()
+                .map_or_else(|| "-".into(), |d| d.display().to_string()),
+            target.display
+        ),
+        None => println!("server:   {} (external)", target.display),
+    }
+    println!(
+        "load:     concurrency {}, warmup {} s + {} s measured per scenario; scenarios {}",
+        args.concurrency,
+        args.warmup,
+        args.duration,
+        scenario_names.join(",")
+    );
+    println!();
+
+    let mut ctx = Ctx {
+        concurrency: args.concurrency as usize,
+        warmup: Duration::from_secs_f64(args.warmup),
+        duration: Duration::from_secs_f64(args.duration),
+        seed_sessions: args.seed_sessions,
+        pool_sessions: args.pool_sessions,
+        target: Arc::new(target),
+        server,
+        pool: None,
+        seeded: 0,
+    };
+
+    let mut reports = Vec::new();
+    let mut server_gone: Option<String> = None;
+    for &sc in &args.scenarios {
+        if let Some(why) = &server_gone {
+            reports.push(ScenarioReport::failed(
+                sc.name(),
+                ctx.concurrency,
+                why.clone(),
+            ));
+            continue;
+        }
+        eprintln!("== {} ==", sc.name());
+        let rep = match run_scenario(&mut ctx, sc).await {
+            Ok(r) => r,
+            Err(e) => ScenarioReport::failed(sc.name(), ctx.concurrency, format!("{e:#}")),
+        };
+        if let Err(why) = &rep.result {
+            eprintln!("  failed: {why}");
+        }
+        if let Some(e) = &rep.first_error {
+            eprintln!("  first error: {e}");
+        }
+        reports.push(rep);
+        if let Some(status) = ctx.server.as_mut().and_then(Server::exited) {
+            let why = format!("server exited ({status})");
+            eprintln!("  {why}");
+            server_gone = Some(why);
+        }
+    }
+    report::apply_vs_bare(&mut reports);
+
+    println!("{}", report::render(&reports));
+
+    if args.json || args.json_out.is_some() {
+        let doc = json!({
+            "tool": "sessiond-bench",
+            "version": env!("CARGO_PKG_VERSION"),
+            "command": command,
+            "machine": { "nproc": nproc, "clientThreads": args.client_threads },
+            "server": server_json,
+            "config": {
+                "concurrency": args.concurrency,
+                "durationSecs": args.duration,
+                "warmupSecs": args.warmup,
+                "scenarios": scenario_names,
+                "seedSessions": args.seed_sessions,
+                "poolSessions": args.pool_sessions,
+            },
+            "scenarios": reports.iter().map(ScenarioReport::to_json).collect::<Vec<_>>(),
+        });
+        let text = serde_json::to_string_pretty(&doc)?;
+        match &args.json_out {
+            Some(path) => std::fs::write(path, text + "\n")
+                .with_context(|| format!("cannot write {}", path.display()))?,
+            None => println!("{text}"),
+        }
+    }
+
+    if let Some(server) = ctx.server.take() {
+        server.shutdown().await?;
+    }
+    Ok(reports.iter().all(|r| r.result.is_ok()))
+}
+
+async fn run_scenario(ctx: &mut Ctx, sc: Scenario) -> Result<ScenarioReport> {
+    let t = Arc::clone(&ctx.target);
+    match sc {
+        Scenario::Bare => {
+            measure(
+                ctx,
+                sc,
+                Workload::Health {
+                    uri: t.uri("/healthz")?,
+                },
+            )
+            .await
+        }
+        Scenario::Create => {
+            measure(
+                ctx,
+                sc,
+                Workload::Create {
+                    uri: t.uri("/v1/sessions")?,
+                },
+            )
+            .await
+        }
+        Scenario::Get => {
+            let uris = ensure_pool(ctx).await?;
+            measure(ctx, sc, Workload::Get { uris }).await
+        }
+        Scenario::Patch => {
+            let uris = ensure_pool(ctx).await?;
+            measure(ctx, sc, Workload::Patch { uris }).await
+        }
+        Scenario::List => {
+            let seed = seed_to(ctx, ctx.seed_sessions).await?;
+            let mut rep = measure(ctx, sc, list_workload(&t)?).await?;
+            if let Some(seed) = seed {
+                rep.notes.push(seed.note());
+                rep.extra.insert("seed".into(), seed.to_json());
+            }
+            Ok(rep)
+        }
+        Scenario::Memory => memory(ctx).await,
+    }
+}
+
+fn list_workload(t: &Target) -> Result<Workload> {
+    Ok(Workload::List {
+        uris: [
+            t.uri("/v1/sessions?type=bench-a&limit=20")?,
+            t.uri("/v1/sessions?type=bench-a&limit=20&tag=t3")?,
+        ],
+    })
+}
+
+/// Runs `workload` closed-loop for warm-up + duration and summarises the measured part.
+async fn measure(ctx: &Ctx, sc: Scenario, workload: Workload) -> Result<ScenarioReport> {
+    let bound = Arc::new(Bound::time(ctx.warmup, ctx.duration));
+    let out = load::run(
+        Arc::clone(&ctx.target),
+        Arc::new(workload),
+        bound,
+        ctx.concurrency,
+    )
+    .await?;
+    let summary = Summary::from_histogram(&out.hist, out.errors, ctx.duration);
+    eprintln!(
+        "  {} requests, {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, {} errors",
+        summary.requests, summary.rps, summary.p50_ms, summary.p99_ms, summary.errors
+    );
+    Ok(ScenarioReport {
+        name: sc.name().to_string(),
+        concurrency: ctx.concurrency,
+        result: Ok(summary),
+        vs_bare: None,
+        first_error: out.first_error,
+        notes: Vec::new(),
+        extra: Map::new(),
+    })
+}
+
+async fn ensure_pool(ctx: &mut Ctx) -> Result<Arc<Vec<Uri>>> {
+    if let Some(p) = &ctx.pool {
+        return Ok(Arc::clone(p));
+    }
+    eprintln!("  creating {} sessions for get/patch", ctx.pool_sessions);
+    let uri = ctx.target.uri("/v1/sessions")?;
+    let bound = Arc::new(Bound::count(ctx.pool_sessions, 0, 0));
+    let out = load::run(
+        Arc::clone(&ctx.target),
+        Arc::new(Workload::SeedPool { uri }),
+        Arc::clone(&bound),
+        ctx.concurrency,
+    )
+    .await?;
+    if out.ids.is_empty() || bound.aborted() {
+        bail!(
+            "creating the get/patch pool failed ({} of {} created, {} errors; first: {})",
+            out.ids.len(),
+            ctx.pool_sessions,
+            out.errors,
+            out.first_error.as_deref().unwrap_or("-")
+        );
+    }
+    eprintln!(
+        "  created {} in {:.1} s ({} errors)",
+        out.ids.len(),
+        out.wall.as_secs_f64(),
+        out.errors
+    );
+    let uris = out
+        .ids
+        .iter()
+        .map(|id| ctx.target.uri(&format!("/v1/sessions/{id}")))
+        .collect::<Result<Vec<_>>>()?;
+    let pool = Arc::new(uris);
+    ctx.pool = Some(Arc::clone(&pool));
+    Ok(pool)
+}
+
+/// What one seeding pass did.
+struct SeedInfo {
+    added: u64,
+    total: u64,
+    secs: f64,
+    errors: u64,
+    p99_ms: f64,
+}
+
+impl SeedInfo {
+    fn rate(&self) -> f64 {
+        self.added as f64 / self.secs.max(1e-9)
+    }
+
+    fn note(&self) -> String {
+        format!(
+            "seeded {} sessions (data set {}) in {:.1} s ({:.0}/s, create p99 {:.3} ms, {} errors)",
+            self.added,
+            self.total,
+            self.secs,
+            self.rate(),
+            self.p99_ms,
+            self.errors
+        )
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "added": self.added,
+            "dataSet": self.total,
+            "seconds": (self.secs * 1000.0).round() / 1000.0,
+            "rate": self.rate().round(),
+            "createP99Ms": self.p99_ms,
+            "errors": self.errors,
+        })
+    }
+}
+
+/// Grows the list data set to `n` sessions; `None` when it is already that big.
+async fn seed_to(ctx: &mut Ctx, n: u64) -> Result<Option<SeedInfo>> {
+    if ctx.seeded >= n {
+        return Ok(None);
+    }
+    let missing = n - ctx.seeded;
+    eprintln!("  seeding {missing} sessions (types bench-a/bench-b, tags t0..t7)");
+    let bound = Arc::new(Bound::count(missing, ctx.seeded, PROGRESS_EVERY));
+    let out = load::run(
+        Arc::clone(&ctx.target),
+        Arc::new(Workload::SeedList {
+            uri: ctx.target.uri("/v1/sessions")?,
+        }),
+        Arc::clone(&bound),
+        ctx.concurrency,
+    )
+    .await?;
+    ctx.seeded = n;
+    let info = SeedInfo {
+        added: bound.done(),
+        total: n,
+        secs: out.wall.as_secs_f64(),
+        errors: out.errors,
+        p99_ms: Summary::from_histogram(&out.hist, 0, out.wall).p99_ms,
+    };
+    if bound.aborted() {
+        bail!(
+            "seeding gave up after {} errors; first: {}",
+            out.errors,
+            out.first_error.as_deref().unwrap_or("-")
+        );
+    }
+    eprintln!("  {}", info.note());
+    Ok(Some(info))
+}
+
+async fn memory(ctx: &mut Ctx) -> Result<ScenarioReport> {
+    let pid = ctx.server.as_ref().map(|s| s.pid);
+    let before = pid.map(target::read_memory).transpose()?;
+    let seed = seed_to(ctx, ctx.seed_sessions).await?;
+    let after = pid.map(target::read_memory).transpose()?;
+    if let Some(m) = after {
+        eprintln!("  server RSS {} (peak {})", mib(m.rss_kib), mib(m.hwm_kib));
+    }
+    let mut rep = measure(ctx, Scenario::Memory, list_workload(&ctx.target)?).await?;
+
+    if let Some(seed) = &seed {
+        rep.notes.push(seed.note());
+        rep.extra.insert("seed".into(), seed.to_json());
+    }
+    match (before, after) {
+        (Some(b), Some(a)) => {
+            let per_session = seed
+                .as_ref()
+                .filter(|s| s.added > 0)
+                .map(|s| a.rss_kib.saturating_sub(b.rss_kib) as f64 * 1024.0 / s.added as f64);
+            rep.notes.push(format!(
+                "server RSS {} before seeding, {} with a data set of {} sessions{}, peak {}",
+                mib(b.rss_kib),
+                mib(a.rss_kib),
+                ctx.seed_sessions,
+                per_session.map_or_else(String::new, |p| format!(" (~{p:.0} B per added session)")),
+                mib(a.hwm_kib)
+            ));
+            rep.extra.insert(
+                "memory".into(),
+                json!({
+                    "rssBeforeKib": b.rss_kib,
+                    "rssAfterKib": a.rss_kib,
+                    "hwmKib": a.hwm_kib,
+                    "dataSet": ctx.seed_sessions,
+                    "bytesPerAddedSession": per_session.map(f64::round),
+                }),
+            );
+        }
+        _ => rep
+            .notes
+            .push("server RSS not measured (only for a server the bench started)".to_string()),
+    }
+    if let Some(dir) = ctx.server.as_ref().and_then(Server::data_dir) {
+        let bytes = target::dir_bytes(&dir);
+        rep.notes
+            .push(format!("data dir on disk: {}", mib(bytes / 1024)));
+        rep.extra.insert("dataDirBytes".into(), json!(bytes));
+    }
+    if let Ok(s) = &rep.result {
+        rep.notes
+            .push(format!("list p99 on that data set: {:.3} ms", s.p99_ms));
+    }
+    Ok(rep)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_defaults() {
+        let a = Args::try_parse_from(["sessiond-bench"]).unwrap();
+        assert_eq!(
+            a.scenarios,
+            vec![
+                Scenario::Bare,
+                Scenario::Create,
+                Scenario::Get,
+                Scenario::Patch,
+                Scenario::List
+            ]
+        );
+        assert_eq!((a.concurrency, a.duration, a.warmup), (64, 10.0, 2.0));
+        assert_eq!((a.seed_sessions, a.client_threads), (10_000, 1));
+    }
+
+    #[test]
+    fn cli_scenarios_and_conflicts() {
+        let a = Args::try_parse_from([
+            "b",
+            "--scenarios",
+            "memory,bare",
+            "--seed-sessions",
+            "1000000",
+        ])
+        .unwrap();
+        assert_eq!(a.scenarios, vec![Scenario::Memory, Scenario::Bare]);
+        assert!(Args::try_parse_from(["b", "--scenarios", "nope"]).is_err());
+        assert!(
+            Args::try_parse_from(["b", "--url", "http://127.0.0.1:1", "--server-bin", "x"])
+                .is_err()
+        );
+        assert!(Args::try_parse_from(["b", "--concurrency", "0"]).is_err());
+        let a =
+            Args::try_parse_from(["b", "--server-arg", "--auth", "--server-arg", "off"]).unwrap();
+        assert_eq!(a.server_args, vec!["--auth", "off"]);
+    }
+}
