@@ -106,6 +106,11 @@ pub mod codes {
     pub const ACCOUNT_EXISTS: &str = "account_exists";
     pub const KEY_NOT_FOUND: &str = "key_not_found";
     pub const KEY_EXISTS: &str = "key_exists";
+    pub const INVALID_CHANNEL: &str = "invalid_channel";
+    pub const RECORD_TOO_LARGE: &str = "record_too_large";
+    pub const CHANNEL_READ_ONLY: &str = "channel_read_only";
+    pub const TOKEN_EXPIRED: &str = "token_expired";
+    pub const INVALID_TOKEN: &str = "invalid_token";
     pub const STORE_UNAVAILABLE: &str = "store_unavailable";
     pub const INTERNAL: &str = "internal";
 
@@ -134,6 +139,11 @@ pub mod codes {
         ACCOUNT_EXISTS,
         KEY_NOT_FOUND,
         KEY_EXISTS,
+        INVALID_CHANNEL,
+        RECORD_TOO_LARGE,
+        CHANNEL_READ_ONLY,
+        TOKEN_EXPIRED,
+        INVALID_TOKEN,
         STORE_UNAVAILABLE,
         INTERNAL,
     ];

@@ -26,7 +26,10 @@ impl Event {
 
     /// The record `data` of this event: `{"type": "session.patched", "sessionId": …, …}`.
     pub fn to_record_data(&self, session: &Session) -> Value {
-        let mut v = match self {
+        let mut head = serde_json::Map::new();
+        head.insert("type".into(), Value::from(self.kind()));
+        head.insert("sessionId".into(), Value::from(session.id.to_string()));
+        let body = match self {
             Event::SessionCreated { version } => json!({ "version": version }),
             Event::SessionPatched { patch, version } => {
                 json!({ "patch": patch, "version": version })
@@ -35,10 +38,9 @@ impl Event {
                 json!({ "reason": reason, "version": version })
             }
         };
-        if let Value::Object(m) = &mut v {
-            m.insert("type".into(), Value::from(self.kind()));
-            m.insert("sessionId".into(), Value::from(session.id.to_string()));
+        if let Value::Object(m) = body {
+            head.extend(m);
         }
-        v
+        Value::Object(head)
     }
 }

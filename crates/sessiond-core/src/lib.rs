@@ -1,6 +1,7 @@
 //! Domain types and pure rules of sessiond. No I/O, no HTTP, no SQL.
 
 pub mod account;
+pub mod channel;
 pub mod cursor;
 pub mod error;
 pub mod event;

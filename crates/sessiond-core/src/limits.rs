@@ -23,3 +23,19 @@ pub const KEY_SECRET_MIN_CHARS: usize = 20;
 pub const KEY_SECRET_MAX_CHARS: usize = 256;
 /// Default JSON body limit (configurable with `--max-body-bytes`).
 pub const JSON_BODY_DEFAULT_BYTES: usize = 1024 * 1024;
+
+/// Records per append request.
+pub const RECORD_BATCH_MAX: usize = 1000;
+/// One record's `data` and `headers`, as JSON.
+pub const RECORD_MAX_BYTES: usize = 1024 * 1024;
+/// All records of one append request, as JSON.
+pub const RECORD_BATCH_MAX_BYTES: usize = 8 * 1024 * 1024;
+pub const RECORD_ID_MAX_CHARS: usize = 256;
+/// Records per JSON read.
+pub const READ_LIMIT_DEFAULT: usize = 100;
+pub const READ_LIMIT_MAX: usize = 1000;
+/// Longest long-poll `wait`, in seconds.
+pub const WAIT_MAX_SECONDS: u64 = 60;
+/// Session tokens: default and longest lifetime, in seconds.
+pub const TOKEN_TTL_DEFAULT_SECONDS: i64 = 3600;
+pub const TOKEN_TTL_MAX_SECONDS: i64 = 24 * 3600;

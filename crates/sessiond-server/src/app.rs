@@ -11,13 +11,14 @@ use axum::http::{HeaderName, Request};
 use axum::Router;
 use sessiond_core::limits::JSON_BODY_DEFAULT_BYTES;
 use sessiond_core::Error;
-use sessiond_store::Store;
+use sessiond_store::{Hub, Store};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, TokenSigner};
+use tokio_util::sync::CancellationToken;
 use crate::service::Services;
 use crate::{api, telemetry};
 
@@ -28,6 +29,9 @@ pub struct AppOptions {
     /// Whether requests without credentials are refused (false: open mode).
     pub auth_required: bool,
     pub max_body_bytes: usize,
+    /// The secret that signs session tokens; a random one (valid for this process only) when
+    /// unset.
+    pub token_secret: Option<Vec<u8>>,
 }
 
 impl Default for AppOptions {
@@ -36,6 +40,7 @@ impl Default for AppOptions {
             admin_key: None,
             auth_required: false,
             max_body_bytes: JSON_BODY_DEFAULT_BYTES,
+            token_secret: None,
         }
     }
 }
@@ -45,6 +50,9 @@ pub struct AppInner {
     pub services: Services,
     pub auth: Authenticator,
     pub options: AppOptions,
+    pub hub: Arc<Hub>,
+    /// Cancelled when the server shuts down: live streams and long-polls end.
+    pub shutdown: CancellationToken,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
@@ -61,18 +69,39 @@ impl Deref for App {
 
 impl App {
     pub async fn new(store: Arc<dyn Store>, options: AppOptions) -> Result<App, Error> {
-        let services = Services::new(store.clone());
+        Self::with_hub(store, Hub::new(), options).await
+    }
+
+    /// Like [`App::new`] with a hub the store also feeds (multi-node backends).
+    pub async fn with_hub(
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        options: AppOptions,
+    ) -> Result<App, Error> {
+        let shutdown = CancellationToken::new();
+        let services = Services::new(store.clone(), hub.clone(), shutdown.clone());
         services.accounts.ensure_default().await?;
+        let secret = match &options.token_secret {
+            Some(s) => s.clone(),
+            None => {
+                let mut s = vec![0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rng(), &mut s);
+                s
+            }
+        };
         let auth = Authenticator::new(
             store.clone(),
             options.admin_key.as_deref(),
             options.auth_required,
+            TokenSigner::new(&secret),
         );
         Ok(App(Arc::new(AppInner {
             store,
             services,
             auth,
             options,
+            hub,
+            shutdown,
             metrics: telemetry::prometheus(),
         })))
     }
@@ -110,8 +139,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = app.router();
+    let token = app.shutdown.clone();
     let result = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Live streams would otherwise hold the graceful shutdown open.
+            token.cancel();
+        })
         .await;
     app.store.shutdown().await;
     result

@@ -32,6 +32,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSIOND_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
 
+    /// The secret that signs session tokens (at least 32 characters). Generated into the data
+    /// dir when unset; every node of a cluster needs the same one.
+    #[arg(long, env = "SESSIOND_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+
     /// Allow `--auth off` on a non-loopback address.
     #[arg(long, env = "SESSIOND_INSECURE_NO_AUTH")]
     pub insecure_no_auth: bool,

@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod openapi;
 pub mod service;
+pub mod stream;
 pub mod telemetry;
 
 pub use app::{serve, App, AppOptions};

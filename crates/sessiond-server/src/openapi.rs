@@ -49,6 +49,10 @@ impl Modify for Security {
         api::sessions::patch,
         api::sessions::close,
         api::sessions::delete,
+        api::tokens::mint,
+        api::channels::append,
+        api::channels::read,
+        api::channels::list,
         api::accounts::create,
         api::accounts::create_key,
         api::accounts::revoke_key,
@@ -61,6 +65,7 @@ impl Modify for Security {
     security(("api_key" = [])),
     tags(
         (name = "sessions", description = "Sessions and their JSON state"),
+        (name = "channels", description = "Durable, ordered, resumable record streams per session; session tokens"),
         (name = "accounts", description = "Accounts and API keys (admin key)"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )

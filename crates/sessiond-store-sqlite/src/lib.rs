@@ -12,11 +12,15 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use rusqlite::Connection;
 use sessiond_core::account::{Account, ApiKey};
+use sessiond_core::channel::{ChannelInfo, NewRecord};
 use sessiond_core::event::Event;
 use sessiond_core::ids::SessionRef;
 use sessiond_core::session::{Session, SessionQuery};
 use sessiond_core::{AccountId, KeyId, SessionId, Timestamp};
-use sessiond_store::{InsertSession, SessionUpdate, Store, StoreError, UpdateSession};
+use sessiond_store::{
+    Appended, InsertSession, RecordPage, SessionGuard, SessionUpdate, Store, StoreError,
+    UpdateSession,
+};
 use tokio::sync::{mpsc, oneshot};
 
 mod accounts;
@@ -374,5 +378,37 @@ impl Store for SqliteStore {
         let query = query.clone();
         self.read(move |c| sessions::list(c, account, &query, include_data))
             .await
+    }
+
+    async fn append_records(
+        &self,
+        account: AccountId,
+        session: &SessionRef,
+        channel: &str,
+        records: Vec<NewRecord>,
+        guard: SessionGuard,
+        now: Timestamp,
+    ) -> Result<Option<Appended>, StoreError> {
+        let session = session.clone();
+        let channel = channel.to_owned();
+        self.write(move |c| records::append_guarded(c, account, &session, &channel, records, guard, now))
+            .await
+    }
+
+    async fn read_records(
+        &self,
+        session: SessionId,
+        channel: &str,
+        after: i64,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<Option<RecordPage>, StoreError> {
+        let channel = channel.to_owned();
+        self.read(move |c| records::read(c, session, &channel, after, limit, now))
+            .await
+    }
+
+    async fn list_channels(&self, session: SessionId) -> Result<Vec<ChannelInfo>, StoreError> {
+        self.read(move |c| records::list_channels(c, session)).await
     }
 }

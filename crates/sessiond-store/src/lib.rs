@@ -7,13 +7,17 @@
 
 use async_trait::async_trait;
 use sessiond_core::account::{Account, ApiKey};
+use sessiond_core::channel::{AppendResult, ChannelInfo, NewRecord, Record};
 use sessiond_core::event::Event;
 use sessiond_core::ids::SessionRef;
 use sessiond_core::session::{Session, SessionQuery};
 use sessiond_core::{AccountId, Error, KeyId, SessionId, Timestamp};
 
+pub mod hub;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+
+pub use hub::{Hub, Signal};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -45,6 +49,28 @@ impl From<StoreError> for Error {
 /// It mutates the session in place and returns the events that describe the change; no events
 /// means "nothing changed" and the backend writes nothing.
 pub type SessionUpdate = Box<dyn FnOnce(&mut Session) -> Result<Vec<Event>, Error> + Send>;
+
+/// A check on the session, run while the backend holds it, before records are appended.
+pub type SessionGuard = Box<dyn FnOnce(&Session) -> Result<(), Error> + Send>;
+
+/// The outcome of an append: one result per input record, in input order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    pub session_id: SessionId,
+    pub results: Vec<AppendResult>,
+    /// The channel's last seq after the append.
+    pub last_seq: i64,
+}
+
+/// Records after a position, with what a reader needs to know about the stream's end.
+#[derive(Debug, Clone)]
+pub struct RecordPage {
+    pub records: Vec<Record>,
+    /// The channel's last seq (0 for a channel never appended to).
+    pub last_seq: i64,
+    /// The session is closed (or expired): no record will be appended any more.
+    pub session_closed: bool,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum InsertSession {
@@ -117,4 +143,29 @@ pub trait Store: Send + Sync + 'static {
         query: &SessionQuery,
         include_data: bool,
     ) -> Result<Vec<Session>, StoreError>;
+
+    /// Appends records to a channel of the session, all or nothing, after `guard` accepted the
+    /// session. A record whose id the channel already holds is not appended again: its
+    /// original seq is reported with `duplicate`. `None` when the session does not exist.
+    async fn append_records(
+        &self,
+        account: AccountId,
+        session: &SessionRef,
+        channel: &str,
+        records: Vec<NewRecord>,
+        guard: SessionGuard,
+        now: Timestamp,
+    ) -> Result<Option<Appended>, StoreError>;
+    /// Up to `limit` records with seq > `after`, in order. `None` when the session is gone.
+    /// The caller has already checked that the session belongs to its account.
+    async fn read_records(
+        &self,
+        session: SessionId,
+        channel: &str,
+        after: i64,
+        limit: usize,
+        now: Timestamp,
+    ) -> Result<Option<RecordPage>, StoreError>;
+    /// The session's channels, by name.
+    async fn list_channels(&self, session: SessionId) -> Result<Vec<ChannelInfo>, StoreError>;
 }

@@ -48,6 +48,26 @@ fn admin_key(args: &ServeArgs) -> anyhow::Result<(String, String)> {
     Ok((key, format!("generated into {}", path.display())))
 }
 
+/// The token signing secret: configured, else from the data dir, else generated there (0600).
+fn token_secret(args: &ServeArgs) -> anyhow::Result<Vec<u8>> {
+    if let Some(s) = &args.token_secret {
+        if s.len() < 32 {
+            bail!("SESSIOND_TOKEN_SECRET / --token-secret must be at least 32 characters");
+        }
+        return Ok(s.as_bytes().to_vec());
+    }
+    let path = args.data_dir.join("token.secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
+        Ok(_) => bail!("{} is shorter than 32 characters; delete it to generate a new one", path.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let secret = sessiond_server::service::accounts::generate_secret();
+    write_private(&path, &secret)?;
+    Ok(secret.into_bytes())
+}
+
 fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
@@ -114,6 +134,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             admin_key: Some(admin_key),
             auth_required,
             max_body_bytes: args.max_body_bytes,
+            token_secret: Some(token_secret(&args)?),
         },
     )
     .await

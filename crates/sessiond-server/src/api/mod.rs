@@ -1,13 +1,17 @@
 //! The native `/v1` API: one file per resource. Handlers parse, call a service, render.
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
+use sessiond_core::limits::RECORD_BATCH_MAX_BYTES;
 use axum::Router;
 
 use crate::app::App;
 
 pub mod accounts;
+pub mod channels;
 pub mod ops;
 pub mod sessions;
+pub mod tokens;
 
 pub fn router() -> Router<App> {
     Router::new()
@@ -19,6 +23,15 @@ pub fn router() -> Router<App> {
                 .delete(sessions::delete),
         )
         .route("/v1/sessions/{session}/close", post(sessions::close))
+        .route("/v1/sessions/{session}/tokens", post(tokens::mint))
+        .route("/v1/sessions/{session}/channels", get(channels::list))
+        .route(
+            "/v1/sessions/{session}/channels/{name}/records",
+            // A batch may be 8 MiB of records plus its JSON envelope.
+            post(channels::append)
+                .layer(DefaultBodyLimit::max(RECORD_BATCH_MAX_BYTES + 256 * 1024))
+                .get(channels::read),
+        )
         .route("/v1/accounts", post(accounts::create))
         .route("/v1/accounts/{account}/keys", post(accounts::create_key))
         .route("/v1/keys/{key}", delete(accounts::revoke_key))

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::app::App;
-use crate::auth::Caller;
+use crate::auth::{Access, Caller};
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{bad_query, if_match, query_pairs, ApiJson, OptionalJson};
 
@@ -187,8 +187,7 @@ pub async fn get(
     Caller(caller): Caller,
     Path(session): Path<String>,
 ) -> ApiResult<Response> {
-    let r = SessionRef::parse(&session);
-    let s = app.services.sessions.get(caller.account()?, &r).await?;
+    let s = crate::api::channels::authorized_session(&app, &caller, &session, Access::Read).await?;
     Ok(session_response(StatusCode::OK, s))
 }
 

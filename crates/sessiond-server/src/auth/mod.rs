@@ -1,4 +1,5 @@
-//! Who is calling: API keys (hashed, cached briefly), the admin key, and open mode.
+//! Who is calling: API keys (hashed, cached briefly), the admin key, session tokens, and open
+//! mode.
 //!
 //! Each surface extracts credentials from its own headers and renders failures its own way; the
 //! resolution from a secret to a [`Principal`] is done here once.
@@ -11,12 +12,17 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use sessiond_core::account::ApiKey;
+use sessiond_core::session::Session;
 use sessiond_core::{AccountId, Error, KeyId};
 use sessiond_store::Store;
 use sha2::{Digest, Sha256};
 
 use crate::app::App;
 use crate::error::ApiError;
+
+pub mod token;
+
+pub use token::{TokenGrant, TokenSigner};
 
 /// How long a resolved key is trusted before it is looked up again. Revocation through this
 /// node takes effect at once; through another node of a cluster, within this delay.
@@ -32,6 +38,17 @@ pub enum Principal {
     Account { account: AccountId, key: KeyId },
     /// Open mode without credentials: the default account, with admin rights (loopback only).
     Anonymous,
+    /// A session token: read and/or append to `in` on the sessions it names.
+    Token(TokenGrant),
+}
+
+/// What a token-capable route wants to do with a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// GET the session, read its channels and documents.
+    Read,
+    /// Append to the channel `in`.
+    AppendIn,
 }
 
 impl Principal {
@@ -40,18 +57,62 @@ impl Principal {
         match self {
             Principal::Account { account, .. } => Ok(*account),
             Principal::Anonymous => Ok(AccountId::DEFAULT),
-            Principal::Admin => Err(Error::forbidden(
-                "the admin key manages accounts and keys only; use an account's API key for sessions",
+            Principal::Admin => Err(admin_not_for_sessions()),
+            Principal::Token(_) => Err(Error::forbidden(
+                "a session token can only read its session and append to its in channel; use an API key",
             )),
         }
+    }
+
+    /// The account for a route a session token may also use; check the token's scope with
+    /// [`Principal::authorize`] once the session is loaded.
+    pub fn session_account(&self) -> Result<AccountId, Error> {
+        match self {
+            Principal::Token(grant) => Ok(grant.account),
+            other => other.account(),
+        }
+    }
+
+    /// For a token, whether its scopes allow `access` to `session` (403 otherwise).
+    pub fn authorize(&self, session: &Session, access: Access) -> Result<(), Error> {
+        let Principal::Token(grant) = self else {
+            return Ok(());
+        };
+        let allowed = match access {
+            Access::Read => grant.can_read(session),
+            Access::AppendIn => grant.can_write(session),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(Error::forbidden(match access {
+                Access::Read => format!("this token does not grant read on session {}", session.id),
+                Access::AppendIn => format!(
+                    "this token does not grant write on session {} (write allows appending to in only)",
+                    session.id
+                ),
+            }))
+        }
+    }
+
+    pub fn is_token(&self) -> bool {
+        matches!(self, Principal::Token(_))
     }
 
     pub fn ensure_admin(&self) -> Result<(), Error> {
         match self {
             Principal::Admin | Principal::Anonymous => Ok(()),
-            Principal::Account { .. } => Err(Error::forbidden("this route needs the admin key")),
+            Principal::Account { .. } | Principal::Token(_) => {
+                Err(Error::forbidden("this route needs the admin key"))
+            }
         }
     }
+}
+
+fn admin_not_for_sessions() -> Error {
+    Error::forbidden(
+        "the admin key manages accounts and keys only; use an account's API key for sessions",
+    )
 }
 
 pub fn hash_secret(secret: &str) -> [u8; 32] {
@@ -63,21 +124,32 @@ pub struct Authenticator {
     store: Arc<dyn Store>,
     admin_hash: Option<[u8; 32]>,
     required: bool,
+    tokens: TokenSigner,
     cache: RwLock<HashMap<[u8; 32], (Instant, ApiKey)>>,
 }
 
 impl Authenticator {
-    pub fn new(store: Arc<dyn Store>, admin_key: Option<&str>, required: bool) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        admin_key: Option<&str>,
+        required: bool,
+        tokens: TokenSigner,
+    ) -> Self {
         Self {
             store,
             admin_hash: admin_key.map(hash_secret),
             required,
+            tokens,
             cache: RwLock::new(HashMap::new()),
         }
     }
 
     pub fn required(&self) -> bool {
         self.required
+    }
+
+    pub fn tokens(&self) -> &TokenSigner {
+        &self.tokens
     }
 
     /// The principal for a presented secret (`None`: no credentials at all).
@@ -91,6 +163,9 @@ impl Authenticator {
                 Ok(Principal::Anonymous)
             };
         };
+        if token::looks_like_jwt(secret) {
+            return Ok(Principal::Token(self.tokens.verify(secret)?));
+        }
         let hash = hash_secret(secret);
         // Comparing digests keeps the comparison independent of where the secrets differ.
         if self.admin_hash == Some(hash) {
@@ -165,7 +240,25 @@ impl FromRequestParts<App> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
-        let secret = presented_secret(&parts.headers)?;
-        Ok(Caller(app.auth.resolve(secret).await?))
+        let mut secret = presented_secret(&parts.headers)?.map(str::to_owned);
+        if let Some(t) = query_token(parts.uri.query()) {
+            // Browsers' EventSource cannot set headers; a token in the URL is for reads only.
+            if parts.method != axum::http::Method::GET && parts.method != axum::http::Method::HEAD {
+                return Err(Error::unauthorized(
+                    "?token= is accepted on GET requests only; send Authorization: Bearer <token>",
+                )
+                .into());
+            }
+            if secret.is_none() {
+                secret = Some(t);
+            }
+        }
+        Ok(Caller(app.auth.resolve(secret.as_deref()).await?))
     }
+}
+
+fn query_token(query: Option<&str>) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
 }

@@ -3,25 +3,30 @@
 
 use std::sync::Arc;
 
-use sessiond_store::Store;
+use sessiond_store::{Hub, Store};
+use tokio_util::sync::CancellationToken;
 
 pub mod accounts;
+pub mod channels;
 pub mod sessions;
 
 pub use accounts::AccountService;
+pub use channels::ChannelService;
 pub use sessions::SessionService;
 
 #[derive(Clone)]
 pub struct Services {
     pub sessions: SessionService,
     pub accounts: AccountService,
+    pub channels: ChannelService,
 }
 
 impl Services {
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, shutdown: CancellationToken) -> Self {
         Self {
-            sessions: SessionService::new(store.clone()),
-            accounts: AccountService::new(store),
+            sessions: SessionService::new(store.clone(), hub.clone()),
+            accounts: AccountService::new(store.clone()),
+            channels: ChannelService::new(store, hub, shutdown),
         }
     }
 }

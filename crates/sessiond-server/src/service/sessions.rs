@@ -9,7 +9,7 @@ use sessiond_core::session::{
     validate_close_reason, CreateSessionInput, Session, SessionFilter, SessionQuery,
 };
 use sessiond_core::{AccountId, Error, ErrorKind, Timestamp};
-use sessiond_store::{InsertSession, Store, UpdateSession};
+use sessiond_store::{Hub, InsertSession, Store, UpdateSession};
 use tracing::instrument;
 
 use crate::extract::IfMatch;
@@ -17,6 +17,7 @@ use crate::extract::IfMatch;
 #[derive(Clone)]
 pub struct SessionService {
     store: Arc<dyn Store>,
+    hub: Arc<Hub>,
 }
 
 /// The outcome of a create: a new session, or the existing one for an idempotent retry.
@@ -31,8 +32,8 @@ pub struct Page {
 }
 
 impl SessionService {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>) -> Self {
+        Self { store, hub }
     }
 
     /// Creates a session. The same `externalId` while that session is active returns it
@@ -123,6 +124,9 @@ impl SessionService {
                 }),
             )
             .await?;
+        if let UpdateSession::Updated(s) = &outcome {
+            self.hub.changed(s.id);
+        }
         updated(outcome, r)
     }
 
@@ -144,13 +148,19 @@ impl SessionService {
                 Box::new(move |s: &mut Session| Ok(s.close(reason, now).into_iter().collect())),
             )
             .await?;
+        if let UpdateSession::Updated(s) = &outcome {
+            self.hub.closed(s.id);
+        }
         updated(outcome, r)
     }
 
     #[instrument(skip_all, fields(session = %r))]
     pub async fn delete(&self, account: AccountId, r: &SessionRef) -> Result<(), Error> {
         match self.store.delete_session(account, r).await? {
-            Some(_) => Ok(()),
+            Some(id) => {
+                self.hub.deleted(id);
+                Ok(())
+            }
             None => Err(Error::session_not_found(r)),
         }
     }
