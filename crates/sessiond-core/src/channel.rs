@@ -98,7 +98,9 @@ pub fn validate_batch(
     mut generate_id: impl FnMut() -> String,
 ) -> Result<Vec<NewRecord>, Error> {
     if records.is_empty() {
-        return Err(Error::invalid_field("records must hold at least one record"));
+        return Err(Error::invalid_field(
+            "records must hold at least one record",
+        ));
     }
     if records.len() > RECORD_BATCH_MAX {
         return Err(Error::invalid_field(format!(
@@ -110,7 +112,9 @@ pub fn validate_batch(
     let mut out = Vec::with_capacity(records.len());
     for (i, r) in records.into_iter().enumerate() {
         let Some(data) = r.data else {
-            return Err(Error::invalid_field(format!("records[{i}].data is required")));
+            return Err(Error::invalid_field(format!(
+                "records[{i}].data is required"
+            )));
         };
         let headers = match r.headers {
             None | Some(Value::Null) => Map::new(),

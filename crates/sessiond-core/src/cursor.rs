@@ -16,7 +16,11 @@ pub struct Cursor {
 
 impl Cursor {
     pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("v1:{}:{}", self.created_at.millis(), self.id.simple()))
+        URL_SAFE_NO_PAD.encode(format!(
+            "v1:{}:{}",
+            self.created_at.millis(),
+            self.id.simple()
+        ))
     }
 
     pub fn decode(s: &str) -> Result<Self, Error> {

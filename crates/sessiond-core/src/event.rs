@@ -10,9 +10,17 @@ pub const EVENTS_CHANNEL: &str = "events";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
-    SessionCreated { version: i64 },
-    SessionPatched { patch: Value, version: i64 },
-    SessionClosed { reason: Option<String>, version: i64 },
+    SessionCreated {
+        version: i64,
+    },
+    SessionPatched {
+        patch: Value,
+        version: i64,
+    },
+    SessionClosed {
+        reason: Option<String>,
+        version: i64,
+    },
 }
 
 impl Event {

@@ -101,8 +101,7 @@ impl Session {
                 .map(|t| Value::String(t.to_rfc3339()))
                 .unwrap_or(Value::Null),
         );
-        m
-            .into_iter()
+        m.into_iter()
             .filter(|(_, v)| !v.is_null())
             .collect::<Map<_, _>>()
             .into()
@@ -397,19 +396,26 @@ fn object_or_empty(v: Value, field: &str) -> Result<Map<String, Value>, Error> {
     match v {
         Value::Null => Ok(Map::new()),
         Value::Object(m) => Ok(m),
-        _ => Err(Error::invalid_field(format!("{field} must be a JSON object"))),
+        _ => Err(Error::invalid_field(format!(
+            "{field} must be a JSON object"
+        ))),
     }
 }
 
 fn validate_metadata(v: Value) -> Result<Map<String, Value>, Error> {
     let m = object_or_empty(v, "metadata")?;
-    if let Some(k) = m.keys().find(|k| k.chars().count() > METADATA_KEY_MAX_CHARS) {
+    if let Some(k) = m
+        .keys()
+        .find(|k| k.chars().count() > METADATA_KEY_MAX_CHARS)
+    {
         return Err(Error::invalid_field(format!(
             "metadata key {:?}… is longer than {METADATA_KEY_MAX_CHARS} characters",
             k.chars().take(32).collect::<String>()
         )));
     }
-    let size = serde_json::to_vec(&m).map(|b| b.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(&m)
+        .map(|b| b.len())
+        .unwrap_or(usize::MAX);
     if size > METADATA_MAX_BYTES {
         return Err(Error::invalid_field(format!(
             "metadata is {size} bytes as JSON; the limit is {METADATA_MAX_BYTES}"
@@ -473,7 +479,10 @@ mod tests {
             .apply_merge_patch(&json!({"data": {"x": {"z": 2}}, "title": null}), now)
             .unwrap()
             .unwrap();
-        assert_eq!(s.data, json!({"x": {"y": 1, "z": 2}}).as_object().unwrap().clone());
+        assert_eq!(
+            s.data,
+            json!({"x": {"y": 1, "z": 2}}).as_object().unwrap().clone()
+        );
         assert_eq!(s.title, None);
         assert_eq!(s.version, 2);
         match ev {
@@ -490,7 +499,10 @@ mod tests {
         let mut s = session();
         let now = Timestamp::from_millis(2_000_000);
         assert!(s.apply_merge_patch(&json!({}), now).unwrap().is_none());
-        assert!(s.apply_merge_patch(&json!({"title": "t"}), now).unwrap().is_none());
+        assert!(s
+            .apply_merge_patch(&json!({"title": "t"}), now)
+            .unwrap()
+            .is_none());
         assert_eq!(s.version, 1);
     }
 
@@ -499,9 +511,13 @@ mod tests {
         let mut s = session();
         let before = s.clone();
         let now = Timestamp::from_millis(2_000_000);
-        let e = s.apply_merge_patch(&json!({"externalId": "x"}), now).unwrap_err();
+        let e = s
+            .apply_merge_patch(&json!({"externalId": "x"}), now)
+            .unwrap_err();
         assert_eq!(e.code, codes::READ_ONLY_FIELD);
-        let e = s.apply_merge_patch(&json!({"colour": "x"}), now).unwrap_err();
+        let e = s
+            .apply_merge_patch(&json!({"colour": "x"}), now)
+            .unwrap_err();
         assert_eq!(e.code, codes::UNKNOWN_FIELD);
         let e = s.apply_merge_patch(&json!({"tags": [1]}), now).unwrap_err();
         assert_eq!(e.code, codes::INVALID_FIELD);

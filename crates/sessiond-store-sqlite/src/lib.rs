@@ -87,7 +87,11 @@ fn configure(conn: &Connection, opts: &SqliteOptions) -> rusqlite::Result<()> {
     conn.pragma_update(
         None,
         "synchronous",
-        if opts.synchronous_full { "FULL" } else { "NORMAL" },
+        if opts.synchronous_full {
+            "FULL"
+        } else {
+            "NORMAL"
+        },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
@@ -117,12 +121,14 @@ impl SqliteStore {
         for i in 0..readers {
             let conn = Connection::open_with_flags(
                 &path,
-                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(internal)?;
             conn.busy_timeout(std::time::Duration::from_secs(5))
                 .map_err(internal)?;
-            conn.pragma_update(None, "foreign_keys", "ON").map_err(internal)?;
+            conn.pragma_update(None, "foreign_keys", "ON")
+                .map_err(internal)?;
             let rx = rrx.clone();
             threads.push(
                 std::thread::Builder::new()
@@ -335,7 +341,8 @@ impl Store for SqliteStore {
         session: Session,
         event: Event,
     ) -> Result<InsertSession, StoreError> {
-        self.write(move |c| sessions::insert(c, session, event)).await
+        self.write(move |c| sessions::insert(c, session, event))
+            .await
     }
 
     async fn get_session(
@@ -391,8 +398,10 @@ impl Store for SqliteStore {
     ) -> Result<Option<Appended>, StoreError> {
         let session = session.clone();
         let channel = channel.to_owned();
-        self.write(move |c| records::append_guarded(c, account, &session, &channel, records, guard, now))
-            .await
+        self.write(move |c| {
+            records::append_guarded(c, account, &session, &channel, records, guard, now)
+        })
+        .await
     }
 
     async fn read_records(

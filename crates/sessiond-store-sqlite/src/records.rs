@@ -98,7 +98,13 @@ pub fn append(
              WHERE session_id = ?1 AND name = ?2",
         )
         .and_then(|mut st| {
-            st.execute(params![session.as_uuid(), channel, seq, appended, now.millis()])
+            st.execute(params![
+                session.as_uuid(),
+                channel,
+                seq,
+                appended,
+                now.millis()
+            ])
         })
         .map_err(internal)?;
     }
@@ -222,7 +228,10 @@ pub fn read(
     }))
 }
 
-pub fn list_channels(conn: &Connection, session: SessionId) -> Result<Vec<ChannelInfo>, StoreError> {
+pub fn list_channels(
+    conn: &Connection,
+    session: SessionId,
+) -> Result<Vec<ChannelInfo>, StoreError> {
     let mut st = conn
         .prepare_cached(
             "SELECT name, last_seq, record_count, updated_at FROM channels

@@ -195,7 +195,11 @@ pub fn list(
 ) -> Result<Vec<Session>, StoreError> {
     let mut sql = format!(
         "SELECT {} FROM sessions s WHERE account_id = ?",
-        if include_data { COLUMNS } else { COLUMNS_NO_DATA }
+        if include_data {
+            COLUMNS
+        } else {
+            COLUMNS_NO_DATA
+        }
     );
     let mut args: Vec<Box<dyn ToSql>> = vec![Box::new(*account.as_uuid())];
     let f = &q.filter;
@@ -264,7 +268,10 @@ pub fn list(
 
     let mut st = conn.prepare_cached(&sql).map_err(internal)?;
     let rows = st
-        .query_map(rusqlite::params_from_iter(args.iter().map(|a| a.as_ref())), session_row)
+        .query_map(
+            rusqlite::params_from_iter(args.iter().map(|a| a.as_ref())),
+            session_row,
+        )
         .map_err(internal)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(internal)
 }

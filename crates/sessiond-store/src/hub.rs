@@ -136,7 +136,14 @@ mod tests {
         let sig = a.changed().await;
         assert!(sig.closed && !sig.deleted);
         // b saw neither yet: one wake-up carries the latest state.
-        assert_eq!(b.changed().await, Signal { changes: 2, closed: true, deleted: false });
+        assert_eq!(
+            b.changed().await,
+            Signal {
+                changes: 2,
+                closed: true,
+                deleted: false
+            }
+        );
         drop(a);
         assert_eq!(hub.session_count(), 1);
         drop(b);

@@ -37,9 +37,9 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Rejected(e) => e,
-            StoreError::Unavailable(m) => Error::unavailable(format!(
-                "the store is unavailable, retry shortly ({m})"
-            )),
+            StoreError::Unavailable(m) => {
+                Error::unavailable(format!("the store is unavailable, retry shortly ({m})"))
+            }
             StoreError::Internal(m) => Error::internal(m),
         }
     }
