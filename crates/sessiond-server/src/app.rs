@@ -18,9 +18,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Authenticator, TokenSigner};
-use tokio_util::sync::CancellationToken;
 use crate::service::Services;
 use crate::{api, telemetry};
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct AppOptions {

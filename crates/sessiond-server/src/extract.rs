@@ -20,7 +20,10 @@ pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
                 "the request body is larger than the server's limit (see --max-body-bytes)",
             )
         } else {
-            Error::bad_request(codes::INVALID_BODY, format!("cannot read the request body: {rej}"))
+            Error::bad_request(
+                codes::INVALID_BODY,
+                format!("cannot read the request body: {rej}"),
+            )
         }
     })
 }
@@ -31,7 +34,12 @@ pub fn ensure_json_content_type(headers: &HeaderMap) -> Result<(), Error> {
         return Ok(());
     };
     let ct = ct.to_str().unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if essence == "application/json" || essence.ends_with("+json") {
         Ok(())
     } else {
@@ -54,8 +62,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {
-            Category::Data => Error::invalid(codes::INVALID_BODY, format!("invalid request body: {e}")),
-            _ => Error::bad_request(codes::INVALID_JSON, format!("the body is not valid JSON: {e}")),
+            Category::Data => {
+                Error::invalid(codes::INVALID_BODY, format!("invalid request body: {e}"))
+            }
+            _ => Error::bad_request(
+                codes::INVALID_JSON,
+                format!("the body is not valid JSON: {e}"),
+            ),
         }
     })
 }
@@ -147,14 +160,27 @@ mod tests {
         assert_eq!(if_match(&h).unwrap(), Some(IfMatch::Any));
         for bad in ["7", "W/\"7\"", "\"x\"", "\"0\"", "\"7\", \"8\""] {
             h.insert(header::IF_MATCH, bad.parse().unwrap());
-            assert_eq!(if_match(&h).unwrap_err().code, codes::INVALID_HEADER, "{bad}");
+            assert_eq!(
+                if_match(&h).unwrap_err().code,
+                codes::INVALID_HEADER,
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn json_errors_are_classified() {
-        assert_eq!(parse_json::<serde_json::Value>(b"{").unwrap_err().code, codes::INVALID_JSON);
-        assert_eq!(parse_json::<serde_json::Value>(b"").unwrap_err().code, codes::INVALID_JSON);
-        assert_eq!(parse_json::<Vec<u8>>(b"{}").unwrap_err().code, codes::INVALID_BODY);
+        assert_eq!(
+            parse_json::<serde_json::Value>(b"{").unwrap_err().code,
+            codes::INVALID_JSON
+        );
+        assert_eq!(
+            parse_json::<serde_json::Value>(b"").unwrap_err().code,
+            codes::INVALID_JSON
+        );
+        assert_eq!(
+            parse_json::<Vec<u8>>(b"{}").unwrap_err().code,
+            codes::INVALID_BODY
+        );
     }
 }

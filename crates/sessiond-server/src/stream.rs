@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use sessiond_core::channel::Record;
 use sessiond_core::{SessionId, Timestamp};
+use sessiond_store::hub::Fetch;
 use sessiond_store::{Hub, Store};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +23,7 @@ const PAGE: usize = 500;
 /// What a follower yields.
 #[derive(Debug)]
 pub enum Item {
-    Records(Vec<Record>),
+    Records(Vec<Arc<Record>>),
     /// The session is closed and every record has been delivered.
     Closed,
     /// The session was deleted.
@@ -56,40 +57,69 @@ impl Follow {
         let mut sub = self.hub.subscribe(self.session);
         let mut cursor = self.after;
         let mut last_record = tokio::time::Instant::now();
+        // The first pass and every safety poll read storage; signals try memory first.
+        let mut from_storage = true;
         loop {
-            // Catch up from the store.
             let mut closed = false;
-            loop {
-                let page = match self
-                    .store
-                    .read_records(self.session, &self.channel, cursor, PAGE, Timestamp::now())
-                    .await
-                {
-                    Ok(Some(p)) => p,
-                    Ok(None) => {
-                        let _ = tx.send(Item::Deleted).await;
-                        return;
+            if !from_storage {
+                match sub.fetch(&self.channel, cursor) {
+                    Fetch::Records(records) => {
+                        if let Some(last) = records.last() {
+                            cursor = last.seq;
+                            last_record = tokio::time::Instant::now();
+                        }
+                        if tx.send(Item::Records(records)).await.is_err() {
+                            return;
+                        }
                     }
-                    Err(e) => {
-                        // Keep the stream open through a store outage; retry shortly.
-                        tracing::warn!(error = %e, session = %self.session, "stream read failed; retrying");
+                    Fetch::UpToDate => {}
+                    Fetch::Storage => from_storage = true,
+                }
+                closed = sub.current().closed;
+            }
+            if from_storage {
+                loop {
+                    let changes = sub.changes();
+                    let page = match self
+                        .store
+                        .read_records(self.session, &self.channel, cursor, PAGE, Timestamp::now())
+                        .await
+                    {
+                        Ok(Some(p)) => p,
+                        Ok(None) => {
+                            let _ = tx.send(Item::Deleted).await;
+                            return;
+                        }
+                        Err(e) => {
+                            // Keep the stream open through a store outage; retry shortly.
+                            tracing::warn!(error = %e, session = %self.session, "stream read failed; retrying");
+                            break;
+                        }
+                    };
+                    closed = page.session_closed;
+                    let full = page.records.len() == PAGE;
+                    if let Some(last) = page.records.last() {
+                        cursor = last.seq;
+                        last_record = tokio::time::Instant::now();
+                        let records = page.records.into_iter().map(Arc::new).collect();
+                        if tx.send(Item::Records(records)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if !full {
+                        if cursor >= page.last_seq {
+                            sub.observe_head(&self.channel, page.last_seq, changes);
+                        }
                         break;
                     }
-                };
-                closed = page.session_closed;
-                let full = page.records.len() == PAGE;
-                if let Some(last) = page.records.last() {
-                    cursor = last.seq;
-                    last_record = tokio::time::Instant::now();
-                    if tx.send(Item::Records(page.records)).await.is_err() {
-                        return;
-                    }
-                }
-                if !full {
-                    break;
                 }
             }
             if closed && self.end_on_close {
+                // Closing happens after the last append; make sure storage has been read since.
+                if !from_storage {
+                    from_storage = true;
+                    continue;
+                }
                 let _ = tx.send(Item::Closed).await;
                 return;
             }
@@ -100,8 +130,10 @@ impl Follow {
                 }
             };
             tokio::select! {
-                _ = sub.changed() => {}
-                _ = tokio::time::sleep(SAFETY_POLL) => {}
+                sig = sub.changed() => {
+                    from_storage = sig.deleted;
+                }
+                _ = tokio::time::sleep(SAFETY_POLL) => from_storage = true,
                 _ = idle => return,
                 _ = tx.closed() => return,
                 _ = self.shutdown.cancelled() => return,

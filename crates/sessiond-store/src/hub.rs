@@ -1,14 +1,24 @@
 //! The in-process fan-out of "something changed" signals to live readers (SSE streams and
-//! long-polls). A signal carries no data: a woken reader reads from the store from its own
-//! cursor, so storage stays the one source of truth and a missed or merged signal can only delay
-//! a record, never lose or duplicate it. Backends that span nodes (PostgreSQL) feed the same hub
-//! from their notification listener.
+//! long-polls).
+//!
+//! Storage is the source of truth: a woken reader reads from its own cursor, so a missed or
+//! merged signal can only delay a record, never lose or duplicate it. To keep a thousand readers
+//! of one channel from each re-reading the store on every append, the hub also keeps, per
+//! channel with live readers, the head seq it knows of and a short contiguous tail of the
+//! records committed through this node. A reader whose next record is in that tail takes it from
+//! memory; any doubt (unknown head, a gap, a signal without details) sends it to storage.
+//! Backends that span nodes feed the same hub from their notification listener.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use sessiond_core::channel::Record;
 use sessiond_core::SessionId;
 use tokio::sync::watch;
+
+/// Bytes of record data kept in memory per channel tail.
+const TAIL_MAX_BYTES: usize = 4 * 1024 * 1024;
+const TAIL_MAX_RECORDS: usize = 4096;
 
 /// What readers of one session can observe. `changes` increases on every signal.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -19,8 +29,51 @@ pub struct Signal {
 }
 
 #[derive(Default)]
+struct Tail {
+    /// The channel's last seq as far as this hub knows; `None` when it cannot be trusted.
+    head: Option<i64>,
+    /// Contiguous records ending at `head` (when non-empty).
+    ring: VecDeque<Arc<Record>>,
+    bytes: usize,
+}
+
+impl Tail {
+    fn clear(&mut self) {
+        self.ring.clear();
+        self.bytes = 0;
+    }
+
+    fn push(&mut self, r: Arc<Record>) {
+        self.bytes += r.data.get().len() + r.headers.get().len();
+        self.ring.push_back(r);
+        while self.bytes > TAIL_MAX_BYTES || self.ring.len() > TAIL_MAX_RECORDS {
+            match self.ring.pop_front() {
+                Some(old) => self.bytes -= old.data.get().len() + old.headers.get().len(),
+                None => break,
+            }
+        }
+    }
+}
+
+struct Topic {
+    tx: watch::Sender<Signal>,
+    tails: Mutex<HashMap<String, Tail>>,
+}
+
+#[derive(Default)]
 pub struct Hub {
-    sessions: Mutex<HashMap<SessionId, watch::Sender<Signal>>>,
+    sessions: Mutex<HashMap<SessionId, Arc<Topic>>>,
+}
+
+/// What a reader at `after` should do next.
+#[derive(Debug)]
+pub enum Fetch {
+    /// These records follow `after` directly (up to the known head).
+    Records(Vec<Arc<Record>>),
+    /// Nothing after `after` as far as the hub knows.
+    UpToDate,
+    /// The hub cannot tell: read from storage.
+    Storage,
 }
 
 /// A live reader's handle on one session's signals. Dropping it releases the hub's entry once
@@ -28,6 +81,7 @@ pub struct Hub {
 pub struct Subscription {
     hub: Arc<Hub>,
     session: SessionId,
+    topic: Arc<Topic>,
     rx: watch::Receiver<Signal>,
 }
 
@@ -35,7 +89,6 @@ impl Subscription {
     /// Waits until something changes after the last observed signal; returns the new signal.
     pub async fn changed(&mut self) -> Signal {
         if self.rx.changed().await.is_err() {
-            // The sender lives in the hub as long as a subscription does; treat as deleted.
             return Signal {
                 deleted: true,
                 ..*self.rx.borrow()
@@ -48,17 +101,73 @@ impl Subscription {
     pub fn current(&mut self) -> Signal {
         *self.rx.borrow_and_update()
     }
+
+    /// What follows `after` on `channel`, from memory when possible.
+    pub fn fetch(&self, channel: &str, after: i64) -> Fetch {
+        let tails = self.topic.tails.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tail) = tails.get(channel) else {
+            return Fetch::Storage;
+        };
+        let Some(head) = tail.head else {
+            return Fetch::Storage;
+        };
+        if head <= after {
+            return Fetch::UpToDate;
+        }
+        match tail.ring.front() {
+            Some(first) if first.seq <= after + 1 => Fetch::Records(
+                tail.ring
+                    .iter()
+                    .filter(|r| r.seq > after)
+                    .cloned()
+                    .collect(),
+            ),
+            _ => Fetch::Storage,
+        }
+    }
+
+    /// The signal counter to pass to [`Subscription::observe_head`]: read it *before* reading
+    /// from storage.
+    pub fn changes(&self) -> u64 {
+        self.rx.borrow().changes
+    }
+
+    /// Records what storage said the channel's head is, unless a signal arrived since
+    /// `changes_before` (then the head may already be stale and stays unknown).
+    pub fn observe_head(&self, channel: &str, last_seq: i64, changes_before: u64) {
+        let mut tails = self.topic.tails.lock().unwrap_or_else(|p| p.into_inner());
+        // Publishers signal while holding this lock, so this comparison cannot race them.
+        if self.topic.tx.borrow().changes != changes_before {
+            return;
+        }
+        let tail = tails.entry(channel.to_owned()).or_default();
+        if tail.head.is_some_and(|h| h >= last_seq) {
+            return;
+        }
+        // The ring must end at the head; records it lacks are in storage only.
+        if tail.ring.back().is_some_and(|r| r.seq != last_seq) {
+            tail.clear();
+        }
+        tail.head = Some(last_seq);
+    }
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut sessions = self.hub.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = sessions.get(&self.session) {
+        if let Some(topic) = sessions.get(&self.session) {
             // Our own receiver is still alive while we run, hence 1.
-            if tx.receiver_count() <= 1 {
+            if topic.tx.receiver_count() <= 1 {
                 sessions.remove(&self.session);
             }
         }
+    }
+}
+
+fn forget_all(tails: &mut HashMap<String, Tail>) {
+    for t in tails.values_mut() {
+        t.clear();
+        t.head = None;
     }
 }
 
@@ -71,46 +180,122 @@ impl Hub {
     /// append committed between the read and the wait still wakes the reader.
     pub fn subscribe(self: &Arc<Self>, session: SessionId) -> Subscription {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let rx = sessions
+        let topic = sessions
             .entry(session)
-            .or_insert_with(|| watch::channel(Signal::default()).0)
-            .subscribe();
+            .or_insert_with(|| {
+                Arc::new(Topic {
+                    tx: watch::channel(Signal::default()).0,
+                    tails: Mutex::new(HashMap::new()),
+                })
+            })
+            .clone();
+        let rx = topic.tx.subscribe();
         Subscription {
             hub: self.clone(),
             session,
+            topic,
             rx,
         }
     }
 
-    fn signal(&self, session: SessionId, f: impl FnOnce(&mut Signal)) {
-        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tx) = sessions.get(&session) {
-            tx.send_modify(|s| {
-                s.changes += 1;
-                f(s);
+    fn topic(&self, session: SessionId) -> Option<Arc<Topic>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&session)
+            .cloned()
+    }
+
+    /// Updates the session's channel tails and signals readers, under the tails lock so that a
+    /// reader's [`Subscription::observe_head`] sees either both or neither.
+    fn signal(
+        &self,
+        session: SessionId,
+        update: impl FnOnce(&mut HashMap<String, Tail>, &mut Signal),
+    ) {
+        let Some(topic) = self.topic(session) else {
+            return;
+        };
+        let mut tails = topic.tails.lock().unwrap_or_else(|p| p.into_inner());
+        topic.tx.send_modify(|s| {
+            s.changes += 1;
+            update(&mut tails, s);
+        });
+    }
+
+    /// Records committed through this node: `records` are the newly appended ones in seq order,
+    /// `last_seq` the channel's head after the commit.
+    pub fn appended(
+        &self,
+        session: SessionId,
+        channel: &str,
+        records: Vec<Arc<Record>>,
+        last_seq: i64,
+    ) {
+        self.signal(session, |tails, _| {
+            let Some(tail) = tails.get_mut(channel) else {
+                return;
+            };
+            let contiguous = tail.head.is_some_and(|h| {
+                records.first().is_some_and(|f| f.seq == h + 1)
+                    && records.last().is_some_and(|l| l.seq == last_seq)
             });
-        }
+            if contiguous {
+                for r in records {
+                    tail.push(r);
+                }
+                tail.head = Some(last_seq);
+            } else if tail.head.is_none_or(|h| last_seq > h) {
+                // A gap (commits published out of order): only storage can tell.
+                tail.clear();
+                tail.head = None;
+            }
+        });
     }
 
-    /// Records were appended to a channel of the session (or the session changed).
+    /// Records were appended to `channel` that the hub has no details of (server events, or
+    /// another node's append): its readers go to storage.
+    pub fn channel_changed(&self, session: SessionId, channel: &str) {
+        self.signal(session, |tails, _| {
+            if let Some(t) = tails.get_mut(channel) {
+                t.clear();
+                t.head = None;
+            }
+        });
+    }
+
+    /// Something about the session changed without details: every reader goes to storage.
     pub fn changed(&self, session: SessionId) {
-        self.signal(session, |_| {});
+        self.signal(session, |tails, _| forget_all(tails));
     }
 
+    /// The session was closed (its `events` channel got the event too).
     pub fn closed(&self, session: SessionId) {
-        self.signal(session, |s| s.closed = true);
+        self.signal(session, |tails, s| {
+            forget_all(tails);
+            s.closed = true;
+        });
     }
 
     pub fn deleted(&self, session: SessionId) {
-        self.signal(session, |s| s.deleted = true);
+        self.signal(session, |tails, s| {
+            forget_all(tails);
+            s.deleted = true;
+        });
     }
 
-    /// Wakes every reader (a lost notification connection was re-established: anything may have
-    /// been missed, so everyone re-reads from its cursor).
+    /// Wakes every reader to re-read from storage (a lost notification connection was
+    /// re-established: anything may have been missed).
     pub fn wake_all(&self) {
-        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        for tx in sessions.values() {
-            tx.send_modify(|s| s.changes += 1);
+        let sessions: Vec<SessionId> = self
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        for s in sessions {
+            self.changed(s);
         }
     }
 
@@ -123,6 +308,25 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::value::RawValue;
+    use sessiond_core::Timestamp;
+
+    fn rec(seq: i64) -> Arc<Record> {
+        Arc::new(Record {
+            seq,
+            id: format!("r{seq}"),
+            data: RawValue::from_string(seq.to_string()).unwrap(),
+            headers: RawValue::from_string("{}".into()).unwrap(),
+            created_at: Timestamp::now(),
+        })
+    }
+
+    fn seqs(f: Fetch) -> Option<Vec<i64>> {
+        match f {
+            Fetch::Records(r) => Some(r.iter().map(|r| r.seq).collect()),
+            _ => None,
+        }
+    }
 
     #[tokio::test]
     async fn signals_reach_subscribers_and_entries_are_released() {
@@ -135,7 +339,6 @@ mod tests {
         hub.closed(s);
         let sig = a.changed().await;
         assert!(sig.closed && !sig.deleted);
-        // b saw neither yet: one wake-up carries the latest state.
         assert_eq!(
             b.changed().await,
             Signal {
@@ -148,8 +351,48 @@ mod tests {
         assert_eq!(hub.session_count(), 1);
         drop(b);
         assert_eq!(hub.session_count(), 0);
-        // Signals for sessions without readers are dropped.
         hub.changed(s);
         assert_eq!(hub.session_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn tail_serves_contiguous_records_and_defers_to_storage_otherwise() {
+        let hub = Hub::new();
+        let s = SessionId::random();
+        let sub = hub.subscribe(s);
+        assert!(matches!(sub.fetch("in", 0), Fetch::Storage), "unknown head");
+        sub.observe_head("in", 2, sub.changes());
+        assert!(matches!(sub.fetch("in", 2), Fetch::UpToDate));
+        assert!(
+            matches!(sub.fetch("in", 1), Fetch::Storage),
+            "seq 2 is not in memory"
+        );
+        hub.appended(s, "in", vec![rec(3), rec(4)], 4);
+        assert_eq!(seqs(sub.fetch("in", 2)), Some(vec![3, 4]));
+        assert_eq!(seqs(sub.fetch("in", 3)), Some(vec![4]));
+        assert!(matches!(sub.fetch("in", 4), Fetch::UpToDate));
+        // Out of order: 6 commits before 5 is published.
+        hub.appended(s, "in", vec![rec(6)], 6);
+        assert!(matches!(sub.fetch("in", 4), Fetch::Storage));
+        hub.appended(s, "in", vec![rec(5)], 5);
+        assert!(
+            matches!(sub.fetch("in", 4), Fetch::Storage),
+            "a late publish never rewinds"
+        );
+        // A detail-less change sends everyone to storage.
+        sub.observe_head("in", 6, sub.changes());
+        hub.appended(s, "in", vec![rec(7)], 7);
+        assert_eq!(seqs(sub.fetch("in", 6)), Some(vec![7]));
+        hub.changed(s);
+        assert!(matches!(sub.fetch("in", 6), Fetch::Storage));
+        // Another node appended.
+        sub.observe_head("in", 7, sub.changes());
+        hub.channel_changed(s, "in");
+        assert!(matches!(sub.fetch("in", 7), Fetch::Storage));
+        // A signal between reading the counter and observing keeps the head unknown.
+        let before = sub.changes();
+        hub.changed(s);
+        sub.observe_head("in", 7, before);
+        assert!(matches!(sub.fetch("in", 7), Fetch::Storage));
     }
 }

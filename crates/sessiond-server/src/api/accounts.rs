@@ -81,7 +81,10 @@ impl KeyView {
 
 fn parse_uuid(what: &str, s: &str) -> Result<Uuid, Error> {
     Uuid::parse_str(s).map_err(|_| {
-        Error::bad_request(codes::INVALID_ID, format!("{what} must be a UUID, got {s:?}"))
+        Error::bad_request(
+            codes::INVALID_ID,
+            format!("{what} must be a UUID, got {s:?}"),
+        )
     })
 }
 
@@ -133,7 +136,10 @@ pub async fn create_key(
         .accounts
         .create_key(account, body.name, body.key)
         .await?;
-    Ok((StatusCode::CREATED, Json(KeyView::new(issued.key, issued.secret))))
+    Ok((
+        StatusCode::CREATED,
+        Json(KeyView::new(issued.key, issued.secret)),
+    ))
 }
 
 /// Revoke an API key; it stops working at once.

@@ -172,10 +172,9 @@ pub async fn append(
     let r = if caller.is_token() {
         // A token may append to `in` only, of the session it names.
         if channel.as_str() != sessiond_core::channel::IN {
-            return Err(Error::forbidden(
-                "a session token may append to the in channel only",
-            )
-            .into());
+            return Err(
+                Error::forbidden("a session token may append to the in channel only").into(),
+            );
         }
         let s = authorized_session(&app, &caller, &session, Access::AppendIn).await?;
         SessionRef::Id(s.id)
@@ -308,7 +307,7 @@ fn sse_event(item: Item) -> Vec<SseEvent> {
         Item::Records(records) => records
             .iter()
             .map(|r| {
-                let data = serde_json::to_string(&RecordView::from(r)).unwrap_or_default();
+                let data = serde_json::to_string(&RecordView::from(r.as_ref())).unwrap_or_default();
                 SseEvent::default()
                     .id(r.seq.to_string())
                     .event("record")

@@ -2,8 +2,8 @@
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
-use sessiond_core::limits::RECORD_BATCH_MAX_BYTES;
 use axum::Router;
+use sessiond_core::limits::RECORD_BATCH_MAX_BYTES;
 
 use crate::app::App;
 

@@ -218,7 +218,9 @@ pub fn presented_secret(headers: &HeaderMap) -> Result<Option<&str>, Error> {
             .or_else(|| v.strip_prefix("bearer "))
             .map(str::trim)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| Error::unauthorized("the Authorization header must be \"Bearer <key>\""))?;
+            .ok_or_else(|| {
+                Error::unauthorized("the Authorization header must be \"Bearer <key>\"")
+            })?;
         return Ok(Some(token));
     }
     if let Some(v) = headers.get("x-api-key") {

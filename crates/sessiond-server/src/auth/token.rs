@@ -107,20 +107,21 @@ impl TokenSigner {
     }
 
     pub fn verify(&self, token: &str) -> Result<TokenGrant, Error> {
-        let data = decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => Error::new(
-                    sessiond_core::ErrorKind::Unauthorized,
-                    codes::TOKEN_EXPIRED,
-                    "the session token has expired; mint a new one",
-                ),
-                _ => Error::new(
-                    sessiond_core::ErrorKind::Unauthorized,
-                    codes::INVALID_TOKEN,
-                    "the session token is not valid (bad signature or malformed)",
-                ),
-            }
-        })?;
+        let data =
+            decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
+                match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => Error::new(
+                        sessiond_core::ErrorKind::Unauthorized,
+                        codes::TOKEN_EXPIRED,
+                        "the session token has expired; mint a new one",
+                    ),
+                    _ => Error::new(
+                        sessiond_core::ErrorKind::Unauthorized,
+                        codes::INVALID_TOKEN,
+                        "the session token is not valid (bad signature or malformed)",
+                    ),
+                }
+            })?;
         let account: AccountId = data.claims.sub.parse().map_err(|_| {
             Error::new(
                 sessiond_core::ErrorKind::Unauthorized,

@@ -1,7 +1,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sessiond_core::channel::{validate_batch, ChannelInfo, ChannelName, RecordInput};
+use serde_json::value::RawValue;
+use sessiond_core::channel::{validate_batch, ChannelInfo, ChannelName, Record, RecordInput};
 use sessiond_core::error::codes;
 use sessiond_core::ids::SessionRef;
 use sessiond_core::session::Session;
@@ -72,26 +73,44 @@ impl ChannelService {
                 account,
                 session,
                 channel.as_str(),
-                records,
+                records.clone(),
                 Box::new(move |s: &Session| s.ensure_active(now)),
                 now,
             )
             .await?
             .ok_or_else(|| Error::session_not_found(session))?;
-        if appended.results.iter().any(|r| !r.duplicate) {
-            metrics::counter!("sessiond_records_appended_total")
-                .increment(appended.results.iter().filter(|r| !r.duplicate).count() as u64);
-            self.hub.changed(appended.session_id);
+        // Hand the committed records to live readers so they need not re-read them.
+        let mut fresh = Vec::new();
+        for (record, result) in records.into_iter().zip(&appended.results) {
+            if result.duplicate {
+                continue;
+            }
+            fresh.push(Arc::new(Record {
+                seq: result.seq,
+                id: record.id,
+                data: RawValue::from_string(record.data)
+                    .map_err(|e| Error::internal(e.to_string()))?,
+                headers: RawValue::from_string(record.headers)
+                    .map_err(|e| Error::internal(e.to_string()))?,
+                created_at: now,
+            }));
+        }
+        if !fresh.is_empty() {
+            metrics::counter!("sessiond_records_appended_total").increment(fresh.len() as u64);
+            fresh.sort_by_key(|r| r.seq);
+            self.hub.appended(
+                appended.session_id,
+                channel.as_str(),
+                fresh,
+                appended.last_seq,
+            );
         }
         Ok(appended)
     }
 
     /// The channel's head seq right now.
     pub async fn last_seq(&self, session: SessionId, channel: &ChannelName) -> Result<i64, Error> {
-        Ok(self
-            .page(session, channel, i64::MAX, 0)
-            .await?
-            .last_seq)
+        Ok(self.page(session, channel, i64::MAX, 0).await?.last_seq)
     }
 
     async fn page(

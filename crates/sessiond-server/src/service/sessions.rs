@@ -3,7 +3,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use sessiond_core::cursor::Cursor;
 use sessiond_core::error::codes;
-use sessiond_core::event::Event;
+use sessiond_core::event::{Event, EVENTS_CHANNEL};
 use sessiond_core::ids::SessionRef;
 use sessiond_core::session::{
     validate_close_reason, CreateSessionInput, Session, SessionFilter, SessionQuery,
@@ -125,7 +125,7 @@ impl SessionService {
             )
             .await?;
         if let UpdateSession::Updated(s) = &outcome {
-            self.hub.changed(s.id);
+            self.hub.channel_changed(s.id, EVENTS_CHANNEL);
         }
         updated(outcome, r)
     }
