@@ -111,6 +111,8 @@ pub mod codes {
     pub const CHANNEL_READ_ONLY: &str = "channel_read_only";
     pub const TOKEN_EXPIRED: &str = "token_expired";
     pub const INVALID_TOKEN: &str = "invalid_token";
+    pub const JOB_NOT_FOUND: &str = "job_not_found";
+    pub const LEASE_LOST: &str = "lease_lost";
     pub const STORE_UNAVAILABLE: &str = "store_unavailable";
     pub const INTERNAL: &str = "internal";
 
@@ -144,6 +146,8 @@ pub mod codes {
         CHANNEL_READ_ONLY,
         TOKEN_EXPIRED,
         INVALID_TOKEN,
+        JOB_NOT_FOUND,
+        LEASE_LOST,
         STORE_UNAVAILABLE,
         INTERNAL,
     ];

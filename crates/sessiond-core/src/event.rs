@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 
+use crate::job::{JobEventKind, JobId};
 use crate::session::Session;
 
 /// The name of the server-written channel that holds a session's history.
@@ -21,6 +22,17 @@ pub enum Event {
         reason: Option<String>,
         version: i64,
     },
+    Job {
+        kind: JobEventKind,
+        job_id: JobId,
+        job_type: String,
+        status: &'static str,
+        attempts: i64,
+        detail: Option<Value>,
+    },
+    /// A change that must be written but is not recorded on the events channel (a lease
+    /// extension).
+    Silent,
 }
 
 impl Event {
@@ -29,7 +41,14 @@ impl Event {
             Event::SessionCreated { .. } => "session.created",
             Event::SessionPatched { .. } => "session.patched",
             Event::SessionClosed { .. } => "session.closed",
+            Event::Job { kind, .. } => kind.as_str(),
+            Event::Silent => "silent",
         }
+    }
+
+    /// Whether this event is appended to the events channel.
+    pub fn is_recorded(&self) -> bool {
+        !matches!(self, Event::Silent)
     }
 
     /// The record `data` of this event: `{"type": "session.patched", "sessionId": …, …}`.
@@ -45,6 +64,31 @@ impl Event {
             Event::SessionClosed { reason, version } => {
                 json!({ "reason": reason, "version": version })
             }
+            Event::Job {
+                kind,
+                job_id,
+                job_type,
+                status,
+                attempts,
+                detail,
+            } => {
+                let mut m = json!({
+                    "jobId": job_id.to_string(),
+                    "jobType": job_type,
+                    "status": status,
+                    "attempts": attempts,
+                });
+                if let (Some(d), Value::Object(obj)) = (detail, &mut m) {
+                    let key = if *kind == JobEventKind::Progress {
+                        "progress"
+                    } else {
+                        "detail"
+                    };
+                    obj.insert(key.into(), d.clone());
+                }
+                m
+            }
+            Event::Silent => json!({}),
         };
         if let Value::Object(m) = body {
             head.extend(m);

@@ -1,46 +1,49 @@
 //! Identifier newtypes: parsed once at the edge, carried typed everywhere else.
 
 use std::fmt;
-use std::str::FromStr;
 
 use uuid::Uuid;
 
+#[macro_export]
+#[doc(hidden)]
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
         #[serde(transparent)]
-        pub struct $name(pub Uuid);
+        pub struct $name(pub ::uuid::Uuid);
 
         impl $name {
             pub fn random() -> Self {
-                Self(Uuid::new_v4())
+                Self(::uuid::Uuid::new_v4())
             }
-            pub fn as_uuid(&self) -> &Uuid {
+            pub fn as_uuid(&self) -> &::uuid::Uuid {
                 &self.0
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::std::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
                 self.0.fmt(f)
             }
         }
 
-        impl FromStr for $name {
-            type Err = uuid::Error;
+        impl ::std::str::FromStr for $name {
+            type Err = ::uuid::Error;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Uuid::parse_str(s).map(Self)
+                ::uuid::Uuid::parse_str(s).map(Self)
             }
         }
 
-        impl From<Uuid> for $name {
-            fn from(u: Uuid) -> Self {
+        impl From<::uuid::Uuid> for $name {
+            fn from(u: ::uuid::Uuid) -> Self {
                 Self(u)
             }
         }
     };
 }
+
+pub(crate) use uuid_id;
 
 uuid_id!(
     /// An account: the owner of sessions and API keys.

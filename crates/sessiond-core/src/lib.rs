@@ -6,6 +6,7 @@ pub mod cursor;
 pub mod error;
 pub mod event;
 pub mod ids;
+pub mod job;
 pub mod limits;
 pub mod merge_patch;
 pub mod session;
@@ -13,4 +14,5 @@ pub mod time;
 
 pub use error::{Error, ErrorKind};
 pub use ids::{AccountId, KeyId, SessionId};
+pub use job::JobId;
 pub use time::Timestamp;

@@ -39,3 +39,16 @@ pub const WAIT_MAX_SECONDS: u64 = 60;
 /// Session tokens: default and longest lifetime, in seconds.
 pub const TOKEN_TTL_DEFAULT_SECONDS: i64 = 3600;
 pub const TOKEN_TTL_MAX_SECONDS: i64 = 24 * 3600;
+
+pub const JOB_TYPE_MAX_CHARS: usize = 128;
+pub const OUTPUT_KEY_MAX_CHARS: usize = 256;
+/// A job's `input`, as JSON.
+pub const JOB_INPUT_MAX_BYTES: usize = 1024 * 1024;
+pub const JOB_MAX_ATTEMPTS_DEFAULT: i64 = 3;
+pub const JOB_MAX_ATTEMPTS_MAX: i64 = 100;
+pub const LEASE_SECONDS_MIN: i64 = 5;
+pub const LEASE_SECONDS_MAX: i64 = 3600;
+pub const LEASE_SECONDS_DEFAULT: i64 = 60;
+/// Default reuse window (`--job-reuse-window`), in seconds: 28 days.
+pub const JOB_REUSE_WINDOW_DEFAULT_SECONDS: i64 = 28 * 24 * 3600;
+pub const JOB_CLAIM_TYPES_MAX: usize = 64;

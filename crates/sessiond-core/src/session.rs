@@ -146,9 +146,17 @@ impl Session {
             return Ok(None);
         }
         self.ensure_active(now)?;
+        // Compare instants, not spellings: render a patched expiresAt the way it is stored.
+        let mut patch = patch.clone();
+        if let Some(Value::String(at)) = patch.get("expiresAt") {
+            let parsed = Timestamp::parse_rfc3339(at).ok_or_else(|| {
+                Error::invalid_field(format!("expiresAt {at:?} is not an RFC 3339 date-time"))
+            })?;
+            patch["expiresAt"] = Value::String(parsed.to_rfc3339());
+        }
         let before = self.patchable();
         let mut after = before.clone();
-        merge_patch::apply(&mut after, patch);
+        merge_patch::apply(&mut after, &patch);
         let Some(effective) = merge_patch::diff(&before, &after) else {
             return Ok(None);
         };

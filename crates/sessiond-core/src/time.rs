@@ -36,6 +36,17 @@ impl Timestamp {
             .ok()
             .map(|dt| Self(dt.with_timezone(&Utc).timestamp_millis()))
     }
+    /// Like [`Timestamp::parse_rfc3339`] but rounding up to the next millisecond, for exclusive
+    /// upper bounds (`createdBefore`): a bound between two milliseconds keeps the earlier one.
+    pub fn parse_rfc3339_ceil(s: &str) -> Option<Self> {
+        DateTime::parse_from_rfc3339(s).ok().map(|dt| {
+            let dt = dt.with_timezone(&Utc);
+            let ms = dt.timestamp_millis();
+            let sub_ms = dt.timestamp_subsec_nanos() % 1_000_000 != 0;
+            Self(if sub_ms { ms + 1 } else { ms })
+        })
+    }
+
     pub fn plus_seconds(&self, secs: i64) -> Self {
         Self(self.0.saturating_add(secs.saturating_mul(1000)))
     }
@@ -65,5 +76,9 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2026-12-01T07:10:11.123Z");
         assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
         assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
+        let ceil = Timestamp::parse_rfc3339_ceil("2026-12-01T07:10:11.1234Z").unwrap();
+        assert_eq!(ceil.to_rfc3339(), "2026-12-01T07:10:11.124Z");
+        let exact = Timestamp::parse_rfc3339_ceil("2026-12-01T07:10:11.123Z").unwrap();
+        assert_eq!(exact.to_rfc3339(), "2026-12-01T07:10:11.123Z");
     }
 }

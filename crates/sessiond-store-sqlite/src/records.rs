@@ -133,17 +133,18 @@ pub fn append_events(
     events: &[Event],
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
     let records: Vec<NewRecord> = events
         .iter()
+        .filter(|e| e.is_recorded())
         .map(|e| NewRecord {
             id: Uuid::new_v4().to_string(),
             data: e.to_record_data(session).to_string(),
             headers: "{}".to_owned(),
         })
         .collect();
+    if records.is_empty() {
+        return Ok(());
+    }
     append(conn, session.id, EVENTS_CHANNEL, &records, now).map(|_| ())
 }
 

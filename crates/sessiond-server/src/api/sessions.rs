@@ -341,10 +341,7 @@ fn parse_list_query(query: Option<&str>) -> Result<ListRequest, Error> {
         limit: LIST_LIMIT_DEFAULT,
         include_data: false,
     };
-    let timestamp = |k: &str, v: &str| {
-        Timestamp::parse_rfc3339(v)
-            .ok_or_else(|| bad_query(format!("{k} must be an RFC 3339 date-time, got {v:?}")))
-    };
+    let bad_time = |k: &str, v: &str| bad_query(format!("{k} must be an RFC 3339 date-time, got {v:?}"));
     for (key, value) in query_pairs(query) {
         match key.as_str() {
             "status" => {
@@ -363,8 +360,15 @@ fn parse_list_query(query: Option<&str>) -> Result<ListRequest, Error> {
             // Repeatable, never split: a tag may contain a comma.
             "tag" => req.filter.tags_any.push(value),
             "externalId" => req.filter.external_id = Some(value),
-            "createdAfter" => req.filter.created_after = Some(timestamp(&key, &value)?),
-            "createdBefore" => req.filter.created_before = Some(timestamp(&key, &value)?),
+            "createdAfter" => {
+                req.filter.created_after =
+                    Some(Timestamp::parse_rfc3339(&value).ok_or_else(|| bad_time(&key, &value))?)
+            }
+            "createdBefore" => {
+                req.filter.created_before = Some(
+                    Timestamp::parse_rfc3339_ceil(&value).ok_or_else(|| bad_time(&key, &value))?,
+                )
+            }
             "q" => {
                 if value.chars().count() > QUERY_MAX_CHARS {
                     return Err(bad_query(format!(

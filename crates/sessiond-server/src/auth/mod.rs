@@ -213,10 +213,11 @@ pub fn presented_secret(headers: &HeaderMap) -> Result<Option<&str>, Error> {
         let v = v
             .to_str()
             .map_err(|_| Error::unauthorized("the Authorization header is not valid text"))?;
+        // The scheme is case-insensitive (RFC 9110 section 11.1).
         let token = v
-            .strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-            .map(str::trim)
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
             .filter(|t| !t.is_empty())
             .ok_or_else(|| {
                 Error::unauthorized("the Authorization header must be \"Bearer <key>\"")

@@ -1,0 +1,9 @@
+//! Integration tests of the native API: a real server on a loopback port over a fresh store per
+//! test, driven over HTTP. One test binary for the crate.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod accounts;
+mod common;
+mod concurrency;
+mod ops;
+mod sessions;
