@@ -8,7 +8,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use url::Url;
 
+pub use follow::{Follow, FollowEvent, FollowFrom, Reconnect};
 pub use reqwest::Method;
+
+mod follow;
+mod sse;
 
 /// Everything a call can fail with. `Display` is a one-line message a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,6 +105,74 @@ pub struct ApiKey {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     pub created_at: String,
+}
+
+/// One record of a channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub seq: u64,
+    pub id: String,
+    pub data: Value,
+    #[serde(default)]
+    pub headers: Map<String, Value>,
+    pub created_at: String,
+}
+
+/// Answer of a JSON read of a channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordPage {
+    pub records: Vec<Record>,
+    /// The channel's last seq (0 when never appended to).
+    pub last_seq: u64,
+    /// Pass as `after` to read on.
+    pub next_after: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppendedRecord {
+    pub id: String,
+    pub seq: u64,
+    /// The channel already had a record with this id: nothing was appended, `seq` is the
+    /// original one.
+    pub duplicate: bool,
+}
+
+/// Answer of an append.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppendResult {
+    pub first_seq: u64,
+    pub last_seq: u64,
+    pub records: Vec<AppendedRecord>,
+}
+
+impl AppendResult {
+    /// How many records this call appended (duplicates excluded).
+    pub fn appended(&self) -> usize {
+        self.records.iter().filter(|r| !r.duplicate).count()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChannelInfo {
+    pub name: String,
+    pub last_seq: u64,
+    pub record_count: u64,
+    pub updated_at: String,
+}
+
+/// A session-scoped token (`POST /v1/sessions/{id}/tokens`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionToken {
+    pub token: String,
+    pub expires_at: String,
+    /// e.g. `read:sessions:{id}`.
+    pub scopes: Vec<String>,
 }
 
 /// Body of `POST /v1/sessions`; every field is optional.
@@ -354,6 +426,92 @@ impl Client {
             .send(self.request(Method::GET, url.clone()), &url)
             .await?;
         Self::json(resp).await
+    }
+
+    /// Appends records to a channel (created on first append). Each element is one record
+    /// object: `{"data": …, "id"?: …, "headers"?: …}`; at most 1,000 per call, all-or-nothing.
+    pub async fn append_records(
+        &self,
+        session: &str,
+        channel: &str,
+        records: &[Value],
+    ) -> Result<AppendResult> {
+        let url = self.url(&["v1", "sessions", session, "channels", channel, "records"])?;
+        let req = self
+            .request(Method::POST, url.clone())
+            .json(&serde_json::json!({ "records": records }));
+        Self::json(self.send(req, &url).await?).await
+    }
+
+    /// Records with seq > `after`, at most `limit` (server default 100, max 1,000). With
+    /// `wait_secs` the server holds the request (≤ 60 s) until at least one record exists.
+    pub async fn read_records(
+        &self,
+        session: &str,
+        channel: &str,
+        after: u64,
+        limit: Option<u32>,
+        wait_secs: Option<u64>,
+    ) -> Result<RecordPage> {
+        self.read_page(session, channel, &after.to_string(), limit, wait_secs)
+            .await
+    }
+
+    /// `after` is a seq or `latest`.
+    async fn read_page(
+        &self,
+        session: &str,
+        channel: &str,
+        after: &str,
+        limit: Option<u32>,
+        wait_secs: Option<u64>,
+    ) -> Result<RecordPage> {
+        let mut url = self.url(&["v1", "sessions", session, "channels", channel, "records"])?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("after", after);
+            if let Some(n) = limit {
+                q.append_pair("limit", &n.to_string());
+            }
+            if let Some(s) = wait_secs {
+                q.append_pair("wait", &s.to_string());
+            }
+        }
+        let resp = self
+            .send(self.request(Method::GET, url.clone()), &url)
+            .await?;
+        Self::json(resp).await
+    }
+
+    /// The session's channels, by name.
+    pub async fn list_channels(&self, session: &str) -> Result<Vec<ChannelInfo>> {
+        let url = self.url(&["v1", "sessions", session, "channels"])?;
+        let resp = self
+            .send(self.request(Method::GET, url.clone()), &url)
+            .await?;
+        Self::json(resp).await
+    }
+
+    /// Mints a token for one session. `scopes` are `read` and/or `write` (empty: the server
+    /// default, `read`); `ttl_seconds` defaults to 1 h on the server, at most 24 h.
+    pub async fn mint_token(
+        &self,
+        session: &str,
+        scopes: &[&str],
+        ttl_seconds: Option<u64>,
+    ) -> Result<SessionToken> {
+        let url = self.url(&["v1", "sessions", session, "tokens"])?;
+        let mut body = Map::new();
+        if !scopes.is_empty() {
+            body.insert("scopes".into(), serde_json::json!(scopes));
+        }
+        if let Some(ttl) = ttl_seconds {
+            body.insert("ttlSeconds".into(), ttl.into());
+        }
+        let req = self
+            .request(Method::POST, url.clone())
+            .json(&Value::Object(body));
+        Self::json(self.send(req, &url).await?).await
     }
 
     pub async fn create_account(&self, name: Option<&str>) -> Result<Account> {

@@ -39,6 +39,37 @@ enum Commands {
         #[command(subcommand)]
         cmd: cli::KeysCmd,
     },
+    /// Follow a channel live, resuming by itself after a dropped connection or server restart.
+    ///
+    /// Prints `seq  createdAt  data` per record (with --json, each record as one JSON line);
+    /// exits 0 once the session is closed and every record has been printed.
+    Tail {
+        #[command(flatten)]
+        args: cli::TailArgs,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Append records to a channel: one JSON argument, or JSON lines from stdin.
+    Append {
+        #[command(flatten)]
+        args: cli::AppendArgs,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// List a session's channels.
+    Channels {
+        #[command(flatten)]
+        args: cli::ChannelsArgs,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
+    /// Mint session-scoped tokens.
+    Tokens {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        cmd: cli::TokensCmd,
+    },
 }
 
 fn main() -> ExitCode {
@@ -56,6 +87,10 @@ fn main() -> ExitCode {
             Commands::Sessions { client, cmd } => cli::run_sessions(&client, cmd).await,
             Commands::Accounts { client, cmd } => cli::run_accounts(&client, cmd).await,
             Commands::Keys { client, cmd } => cli::run_keys(&client, cmd).await,
+            Commands::Tail { client, args } => cli::run_tail(&client, args).await,
+            Commands::Append { client, args } => cli::run_append(&client, args).await,
+            Commands::Channels { client, args } => cli::run_channels(&client, args).await,
+            Commands::Tokens { client, cmd } => cli::run_tokens(&client, cmd).await,
         }
     });
     match result {

@@ -1,4 +1,5 @@
-//! The CLI client: `sessiond sessions|accounts|keys …` against a running server.
+//! The CLI client: `sessiond sessions|accounts|keys|tail|append|channels|tokens …` against a
+//! running server.
 
 use std::io::Read;
 
@@ -7,7 +8,13 @@ use clap::{Args, Subcommand};
 use serde_json::{Map, Value};
 use sessiond_client::{Client, CreateSession, ListSessions, Session};
 
+mod channels;
 mod output;
+
+pub use channels::{
+    run_append, run_channels, run_tail, run_tokens, AppendArgs, ChannelsArgs, TailArgs,
+    TokensCmd,
+};
 
 /// How to reach the server; shared by every client command.
 #[derive(Args, Debug, Clone)]

@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use comfy_table::{presets, Table};
 use serde_json::{Map, Value};
-use sessiond_client::{Account, ApiKey, Session};
+use sessiond_client::{Account, ApiKey, ChannelInfo, Record, Session, SessionToken};
 
 const NONE: &str = "-";
 
@@ -18,12 +18,17 @@ pub fn print_json(value: Value) -> Result<()> {
 /// Writes one line to stdout. A closed pipe (`sessiond … | head`) is not an error, where
 /// `println!` would panic.
 pub fn emit(text: &str) -> Result<()> {
+    emit_open(text).map(|_| ())
+}
+
+/// Like `emit`, flushed at once (for live output); false when stdout is a closed pipe, so a
+/// long-running command can stop.
+pub fn emit_open(text: &str) -> Result<bool> {
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{text}").and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("cannot write to stdout")
-        }
-        _ => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(e).context("cannot write to stdout"),
     }
 }
 
@@ -126,6 +131,37 @@ pub fn key_table(k: &ApiKey) -> String {
         ("name", opt(&k.name)),
         ("prefix", k.prefix.clone()),
         ("createdAt", k.created_at.clone()),
+    ])
+    .to_string()
+}
+
+/// `seq  createdAt  <data as compact JSON>`: one line per record for `tail`.
+pub fn record_line(r: &Record) -> String {
+    let data = serde_json::to_string(&r.data).unwrap_or_default();
+    format!("{}  {}  {data}", r.seq, r.created_at)
+}
+
+pub fn channels_table(channels: &[ChannelInfo]) -> String {
+    if channels.is_empty() {
+        return "no channels".to_owned();
+    }
+    let mut t = table();
+    t.set_header(vec!["name", "lastSeq", "recordCount", "updatedAt"]);
+    for c in channels {
+        t.add_row(vec![
+            c.name.clone(),
+            c.last_seq.to_string(),
+            c.record_count.to_string(),
+            c.updated_at.clone(),
+        ]);
+    }
+    t.to_string()
+}
+
+pub fn token_table(t: &SessionToken) -> String {
+    key_value_table(vec![
+        ("expiresAt", t.expires_at.clone()),
+        ("scopes", t.scopes.join(", ")),
     ])
     .to_string()
 }
