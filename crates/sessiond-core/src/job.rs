@@ -70,6 +70,8 @@ pub struct Job {
     pub output_key: Option<String>,
     /// Identifies the current claim; heartbeat/complete/fail must present it.
     pub lease_id: Option<Uuid>,
+    /// The lease length of the current claim; heartbeats extend by as much.
+    pub lease_seconds: i64,
     pub lease_expires_at: Option<Timestamp>,
     pub worker_id: Option<String>,
     pub status: JobStatus,
@@ -211,6 +213,7 @@ impl CreateJobInput {
                 reused_from: None,
                 output_key: self.output_key,
                 lease_id: None,
+                lease_seconds: 0,
                 lease_expires_at: None,
                 worker_id: None,
                 status: JobStatus::Queued,
@@ -281,6 +284,7 @@ impl Job {
         self.status = JobStatus::Running;
         self.attempts += 1;
         self.lease_id = Some(Uuid::new_v4());
+        self.lease_seconds = lease_seconds;
         self.lease_expires_at = Some(now.plus_seconds(lease_seconds));
         self.worker_id = worker;
         self.started_at.get_or_insert(now);
@@ -303,12 +307,11 @@ impl Job {
     pub fn heartbeat(
         &mut self,
         lease: Uuid,
-        lease_seconds: i64,
         progress: Option<Value>,
         now: Timestamp,
     ) -> Result<Vec<Event>, Error> {
         self.ensure_held(lease, now)?;
-        self.lease_expires_at = Some(now.plus_seconds(lease_seconds));
+        self.lease_expires_at = Some(now.plus_seconds(self.lease_seconds));
         self.updated_at = now;
         match progress {
             Some(p) => {
@@ -474,7 +477,7 @@ mod tests {
         j.claim(Some("w".into()), 10, now);
         let lease = j.lease_id.unwrap();
         assert_eq!(j.attempts, 1);
-        assert!(j.heartbeat(Uuid::new_v4(), 10, None, now).is_err(), "other lease");
+        assert!(j.heartbeat(Uuid::new_v4(), None, now).is_err(), "other lease");
         assert!(j.expire(now).is_none(), "lease still live");
         let later = now.plus_seconds(11);
         j.expire(later).unwrap();

@@ -32,6 +32,8 @@ pub struct AppOptions {
     /// The secret that signs session tokens; a random one (valid for this process only) when
     /// unset.
     pub token_secret: Option<Vec<u8>>,
+    /// How far back a `reuse: true` job may find an earlier success, in seconds.
+    pub job_reuse_window_seconds: i64,
 }
 
 impl Default for AppOptions {
@@ -41,6 +43,7 @@ impl Default for AppOptions {
             auth_required: false,
             max_body_bytes: JSON_BODY_DEFAULT_BYTES,
             token_secret: None,
+            job_reuse_window_seconds: sessiond_core::limits::JOB_REUSE_WINDOW_DEFAULT_SECONDS,
         }
     }
 }
@@ -79,8 +82,14 @@ impl App {
         options: AppOptions,
     ) -> Result<App, Error> {
         let shutdown = CancellationToken::new();
-        let services = Services::new(store.clone(), hub.clone(), shutdown.clone());
+        let services = Services::new(
+            store.clone(),
+            hub.clone(),
+            shutdown.clone(),
+            options.job_reuse_window_seconds,
+        );
         services.accounts.ensure_default().await?;
+        services.jobs.spawn_sweeper();
         let secret = match &options.token_secret {
             Some(s) => s.clone(),
             None => {

@@ -16,14 +16,16 @@ use sessiond_core::channel::{ChannelInfo, NewRecord};
 use sessiond_core::event::Event;
 use sessiond_core::ids::SessionRef;
 use sessiond_core::session::{Session, SessionQuery};
-use sessiond_core::{AccountId, KeyId, SessionId, Timestamp};
+use sessiond_core::job::Job;
+use sessiond_core::{AccountId, JobId, KeyId, SessionId, Timestamp};
 use sessiond_store::{
-    Appended, InsertSession, RecordPage, SessionGuard, SessionUpdate, Store, StoreError,
-    UpdateSession,
+    Appended, InsertSession, JobCreate, JobUpdate, RecordPage, SessionGuard, SessionUpdate, Store,
+    StoreError, UpdateJob, UpdateSession,
 };
 use tokio::sync::{mpsc, oneshot};
 
 mod accounts;
+mod jobs;
 mod records;
 mod schema;
 mod sessions;
@@ -419,5 +421,53 @@ impl Store for SqliteStore {
 
     async fn list_channels(&self, session: SessionId) -> Result<Vec<ChannelInfo>, StoreError> {
         self.read(move |c| records::list_channels(c, session)).await
+    }
+
+    async fn create_job(
+        &self,
+        account: AccountId,
+        session: &SessionRef,
+        job: Job,
+        reuse_since: Option<Timestamp>,
+        decide: JobCreate,
+    ) -> Result<Option<(Job, Session)>, StoreError> {
+        let session = session.clone();
+        self.write(move |c| jobs::create(c, account, &session, job, reuse_since, decide))
+            .await
+    }
+
+    async fn get_job(&self, account: AccountId, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.read(move |c| jobs::get(c, account, id)).await
+    }
+
+    async fn list_jobs(&self, session: SessionId) -> Result<Vec<Job>, StoreError> {
+        self.read(move |c| jobs::list(c, session)).await
+    }
+
+    async fn update_job(
+        &self,
+        account: AccountId,
+        id: JobId,
+        update: JobUpdate,
+    ) -> Result<UpdateJob, StoreError> {
+        self.write(move |c| jobs::update(c, account, id, update)).await
+    }
+
+    async fn claim_job(
+        &self,
+        account: AccountId,
+        types: &[String],
+        claim: JobUpdate,
+    ) -> Result<Option<(Job, Session)>, StoreError> {
+        let types = types.to_vec();
+        self.write(move |c| jobs::claim(c, account, &types, claim)).await
+    }
+
+    async fn expired_leases(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(AccountId, JobId)>, StoreError> {
+        self.read(move |c| jobs::expired(c, now, limit)).await
     }
 }

@@ -3,7 +3,10 @@
 use rusqlite::Connection;
 use sessiond_store::StoreError;
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_jobs.sql"),
+];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let err = |e: rusqlite::Error| StoreError::Internal(format!("migration failed: {e}"));

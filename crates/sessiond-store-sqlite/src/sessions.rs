@@ -142,7 +142,14 @@ pub fn update(
     if events.is_empty() {
         return Ok(UpdateSession::Unchanged(original));
     }
-    let (tags, metadata, data) = json_columns(&s)?;
+    write(conn, &s)?;
+    records::append_events(conn, &s, &events, s.updated_at)?;
+    Ok(UpdateSession::Updated(s))
+}
+
+/// Writes every mutable column of an existing session.
+pub fn write(conn: &Connection, s: &Session) -> Result<(), StoreError> {
+    let (tags, metadata, data) = json_columns(s)?;
     conn.prepare_cached(
         "UPDATE sessions SET type = ?2, title = ?3, tags = ?4, metadata = ?5, data = ?6,
            closed_at = ?7, closed_reason = ?8, expires_at = ?9, updated_at = ?10, version = ?11
@@ -163,9 +170,8 @@ pub fn update(
             s.version,
         ])
     })
-    .map_err(internal)?;
-    records::append_events(conn, &s, &events, s.updated_at)?;
-    Ok(UpdateSession::Updated(s))
+    .map(|_| ())
+    .map_err(internal)
 }
 
 pub fn delete(

@@ -63,6 +63,8 @@ struct Topic {
 #[derive(Default)]
 pub struct Hub {
     sessions: Mutex<HashMap<SessionId, Arc<Topic>>>,
+    /// Wakes long-polling job claimers when a job becomes claimable.
+    jobs: tokio::sync::Notify,
 }
 
 /// What a reader at `after` should do next.
@@ -297,6 +299,17 @@ impl Hub {
         for s in sessions {
             self.changed(s);
         }
+    }
+
+    /// A job was queued (or requeued): waiting claimers try again.
+    pub fn job_queued(&self) {
+        self.jobs.notify_waiters();
+    }
+
+    /// Resolves on the next [`Hub::job_queued`]. Create (and `enable`) it before looking for a
+    /// job, so a job queued in between is not missed.
+    pub fn job_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.jobs.notified()
     }
 
     /// Number of sessions with live readers (for metrics and tests).

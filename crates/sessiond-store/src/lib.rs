@@ -10,8 +10,9 @@ use sessiond_core::account::{Account, ApiKey};
 use sessiond_core::channel::{AppendResult, ChannelInfo, NewRecord, Record};
 use sessiond_core::event::Event;
 use sessiond_core::ids::SessionRef;
+use sessiond_core::job::Job;
 use sessiond_core::session::{Session, SessionQuery};
-use sessiond_core::{AccountId, Error, KeyId, SessionId, Timestamp};
+use sessiond_core::{AccountId, Error, JobId, KeyId, SessionId, Timestamp};
 
 pub mod hub;
 #[cfg(feature = "testkit")]
@@ -70,6 +71,24 @@ pub struct RecordPage {
     pub last_seq: i64,
     /// The session is closed (or expired): no record will be appended any more.
     pub session_closed: bool,
+}
+
+/// Decides a new job while the backend holds its session: given the job as validated, the session,
+/// and (when reuse was asked for) the newest reusable earlier job, it settles the job's state,
+/// may change the session, and returns the events to record.
+pub type JobCreate =
+    Box<dyn FnOnce(&mut Job, &mut Session, Option<&Job>) -> Result<Vec<Event>, Error> + Send>;
+
+/// A change to one job (and possibly its session), decided while the backend holds both.
+/// No events means nothing changed.
+pub type JobUpdate = Box<dyn FnOnce(&mut Job, &mut Session) -> Result<Vec<Event>, Error> + Send>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpdateJob {
+    NotFound,
+    Unchanged(Job),
+    /// The job after the change, and its session (changed or not).
+    Updated(Job, Session),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,4 +187,40 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<RecordPage>, StoreError>;
     /// The session's channels, by name.
     async fn list_channels(&self, session: SessionId) -> Result<Vec<ChannelInfo>, StoreError>;
+
+    /// Creates a job on the session, as `decide` settles it. With `reuse_since`, the newest
+    /// succeeded job of the account with the same type and input hash that finished at or
+    /// after that instant is offered to `decide`. `None` when the session does not exist.
+    async fn create_job(
+        &self,
+        account: AccountId,
+        session: &SessionRef,
+        job: Job,
+        reuse_since: Option<Timestamp>,
+        decide: JobCreate,
+    ) -> Result<Option<(Job, Session)>, StoreError>;
+    async fn get_job(&self, account: AccountId, id: JobId) -> Result<Option<Job>, StoreError>;
+    /// The session's jobs, oldest first.
+    async fn list_jobs(&self, session: SessionId) -> Result<Vec<Job>, StoreError>;
+    /// Applies `update` to the job and its session atomically.
+    async fn update_job(
+        &self,
+        account: AccountId,
+        id: JobId,
+        update: JobUpdate,
+    ) -> Result<UpdateJob, StoreError>;
+    /// Takes the oldest queued job of one of `types` (in an active session of the account) and
+    /// applies `claim` to it. Each queued job is handed to exactly one caller.
+    async fn claim_job(
+        &self,
+        account: AccountId,
+        types: &[String],
+        claim: JobUpdate,
+    ) -> Result<Option<(Job, Session)>, StoreError>;
+    /// Running jobs whose lease ended before `now`, across accounts.
+    async fn expired_leases(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(AccountId, JobId)>, StoreError>;
 }

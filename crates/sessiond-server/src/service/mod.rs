@@ -8,10 +8,12 @@ use tokio_util::sync::CancellationToken;
 
 pub mod accounts;
 pub mod channels;
+pub mod jobs;
 pub mod sessions;
 
 pub use accounts::AccountService;
 pub use channels::ChannelService;
+pub use jobs::JobService;
 pub use sessions::SessionService;
 
 #[derive(Clone)]
@@ -19,14 +21,27 @@ pub struct Services {
     pub sessions: SessionService,
     pub accounts: AccountService,
     pub channels: ChannelService,
+    pub jobs: JobService,
 }
 
 impl Services {
-    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        hub: Arc<Hub>,
+        shutdown: CancellationToken,
+        job_reuse_window_seconds: i64,
+    ) -> Self {
+        let jobs = JobService::new(
+            store.clone(),
+            hub.clone(),
+            shutdown.clone(),
+            job_reuse_window_seconds,
+        );
         Self {
-            sessions: SessionService::new(store.clone(), hub.clone()),
+            sessions: SessionService::new(store.clone(), hub.clone(), jobs.clone()),
             accounts: AccountService::new(store.clone()),
             channels: ChannelService::new(store, hub, shutdown),
+            jobs,
         }
     }
 }

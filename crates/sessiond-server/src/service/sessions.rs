@@ -18,6 +18,7 @@ use crate::extract::IfMatch;
 pub struct SessionService {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
+    jobs: super::JobService,
 }
 
 /// The outcome of a create: a new session, or the existing one for an idempotent retry.
@@ -32,8 +33,8 @@ pub struct Page {
 }
 
 impl SessionService {
-    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>) -> Self {
-        Self { store, hub }
+    pub fn new(store: Arc<dyn Store>, hub: Arc<Hub>, jobs: super::JobService) -> Self {
+        Self { store, hub, jobs }
     }
 
     /// Creates a session. The same `externalId` while that session is active returns it
@@ -150,6 +151,8 @@ impl SessionService {
             .await?;
         if let UpdateSession::Updated(s) = &outcome {
             self.hub.closed(s.id);
+            // Nothing claims a closed session's jobs; cancelling them records why.
+            self.jobs.cancel_queued(account, s.id).await?;
         }
         updated(outcome, r)
     }
