@@ -48,7 +48,10 @@ impl JobStatus {
         })
     }
     pub fn is_final(&self) -> bool {
-        matches!(self, JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled)
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        )
     }
 }
 
@@ -100,7 +103,11 @@ fn sorted(v: &Value) -> Value {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
             keys.sort();
-            Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+            Value::Object(
+                keys.into_iter()
+                    .map(|k| (k.clone(), sorted(&m[k])))
+                    .collect(),
+            )
         }
         Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
         other => other.clone(),
@@ -157,10 +164,7 @@ pub fn validate_type(kind: &str) -> Result<(), Error> {
 
 pub fn validate_output_key(key: &str) -> Result<(), Error> {
     let n = key.chars().count();
-    if n == 0
-        || n > OUTPUT_KEY_MAX_CHARS
-        || key.trim() != key
-        || key.chars().any(char::is_control)
+    if n == 0 || n > OUTPUT_KEY_MAX_CHARS || key.trim() != key || key.chars().any(char::is_control)
     {
         return Err(Error::invalid_field(format!(
             "outputKey must be a top-level key of the session's data: 1 to {OUTPUT_KEY_MAX_CHARS} characters, \
@@ -360,7 +364,10 @@ impl Job {
             return Ok(vec![]);
         }
         let patch = json!({ "data": { key.clone(): result.clone() } });
-        Ok(session.apply_merge_patch(&patch, now)?.into_iter().collect())
+        Ok(session
+            .apply_merge_patch(&patch, now)?
+            .into_iter()
+            .collect())
     }
 
     fn finish(&mut self, now: Timestamp) {
@@ -463,8 +470,14 @@ mod tests {
 
     #[test]
     fn normalization_ignores_key_order_and_ids() {
-        let a = input_hash("t", &json!({"b": 1, "a": {"y": 1, "x": 2}, "sessionId": "s1", "reuse": true}));
-        let b = input_hash("t", &json!({"a": {"x": 2, "y": 1}, "b": 1, "sessionId": "s2"}));
+        let a = input_hash(
+            "t",
+            &json!({"b": 1, "a": {"y": 1, "x": 2}, "sessionId": "s1", "reuse": true}),
+        );
+        let b = input_hash(
+            "t",
+            &json!({"a": {"x": 2, "y": 1}, "b": 1, "sessionId": "s2"}),
+        );
         assert_eq!(a, b);
         assert_ne!(a, input_hash("t", &json!({"a": {"x": 2, "y": 1}, "b": 2})));
         assert_ne!(a, input_hash("u", &json!({"a": {"x": 2, "y": 1}, "b": 1})));
@@ -477,15 +490,22 @@ mod tests {
         j.claim(Some("w".into()), 10, now);
         let lease = j.lease_id.unwrap();
         assert_eq!(j.attempts, 1);
-        assert!(j.heartbeat(Uuid::new_v4(), None, now).is_err(), "other lease");
+        assert!(
+            j.heartbeat(Uuid::new_v4(), None, now).is_err(),
+            "other lease"
+        );
         assert!(j.expire(now).is_none(), "lease still live");
         let later = now.plus_seconds(11);
         j.expire(later).unwrap();
         assert_eq!(j.status, JobStatus::Queued, "requeued: attempts remain");
-        assert_eq!(j.fail(lease, json!("x"), true, later).unwrap_err().code, codes::LEASE_LOST);
+        assert_eq!(
+            j.fail(lease, json!("x"), true, later).unwrap_err().code,
+            codes::LEASE_LOST
+        );
         j.claim(None, 10, later);
         let lease2 = j.lease_id.unwrap();
-        j.fail(lease2, json!({"message": "boom"}), true, later).unwrap();
+        j.fail(lease2, json!({"message": "boom"}), true, later)
+            .unwrap();
         assert_eq!(j.status, JobStatus::Failed, "max attempts reached");
         assert!(j.cancel(later).is_none(), "final stays final");
     }
@@ -505,6 +525,9 @@ mod tests {
         assert_eq!(s.data["scrapeOutput"], json!({"pages": 3}));
         assert_eq!(s.version, 2);
         assert_eq!(j.status, JobStatus::Succeeded);
-        assert!(j.complete(&mut s, lease, json!(1), now).is_err(), "late complete");
+        assert!(
+            j.complete(&mut s, lease, json!(1), now).is_err(),
+            "late complete"
+        );
     }
 }

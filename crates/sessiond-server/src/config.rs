@@ -49,6 +49,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSIOND_SQLITE_READERS", default_value_t = 4)]
     pub sqlite_readers: usize,
 
+    /// How far back `reuse: true` jobs look for an earlier success: seconds, or a number with
+    /// s, m, h or d (e.g. `28d`).
+    #[arg(long, env = "SESSIOND_JOB_REUSE_WINDOW", default_value = "28d", value_parser = parse_duration_secs)]
+    pub job_reuse_window: i64,
+
     /// Log format on stderr.
     #[arg(long, env = "SESSIOND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -75,5 +80,40 @@ impl ServeArgs {
                 self.listen
             )),
         }
+    }
+}
+
+/// `90`, `90s`, `15m`, `12h`, `28d` → seconds.
+pub fn parse_duration_secs(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 3600, 90m, 12h or 28d"))?;
+    let mul = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown unit in {s:?}: use s, m, h or d")),
+    };
+    n.checked_mul(mul)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_secs("28d"), Ok(28 * 86_400));
+        assert_eq!(parse_duration_secs("90"), Ok(90));
+        assert_eq!(parse_duration_secs("15m"), Ok(900));
+        assert!(parse_duration_secs("1w").is_err());
+        assert!(parse_duration_secs("abc").is_err());
     }
 }

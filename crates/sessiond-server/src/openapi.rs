@@ -53,6 +53,14 @@ impl Modify for Security {
         api::channels::append,
         api::channels::read,
         api::channels::list,
+        api::jobs::create,
+        api::jobs::list,
+        api::jobs::get,
+        api::jobs::claim,
+        api::jobs::heartbeat,
+        api::jobs::complete,
+        api::jobs::fail,
+        api::jobs::cancel,
         api::accounts::create,
         api::accounts::create_key,
         api::accounts::revoke_key,
@@ -66,6 +74,7 @@ impl Modify for Security {
     tags(
         (name = "sessions", description = "Sessions and their JSON state"),
         (name = "channels", description = "Durable, ordered, resumable record streams per session; session tokens"),
+        (name = "jobs", description = "Work tracked per session; the worker protocol (claim, heartbeat, complete, fail)"),
         (name = "accounts", description = "Accounts and API keys (admin key)"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )

@@ -10,7 +10,8 @@ use uuid::Uuid;
 
 use crate::{internal, records, sessions};
 
-const COLUMNS: &str = "id, account_id, session_id, type, input, input_hash, result, error, progress, \
+const COLUMNS: &str =
+    "id, account_id, session_id, type, input, input_hash, result, error, progress, \
     attempts, max_attempts, reused_from, output_key, lease_id, lease_seconds, lease_expires_at, \
     worker_id, status, created_at, started_at, finished_at, updated_at";
 
@@ -179,12 +180,7 @@ pub fn create(
 }
 
 fn apply(conn: &Connection, mut job: Job, update: JobUpdate) -> Result<UpdateJob, StoreError> {
-    let Some(before) = sessions::get(
-        conn,
-        job.account_id,
-        &SessionRef::Id(job.session_id),
-        true,
-    )?
+    let Some(before) = sessions::get(conn, job.account_id, &SessionRef::Id(job.session_id), true)?
     else {
         return Ok(UpdateJob::NotFound);
     };

@@ -15,8 +15,8 @@ use sessiond_core::account::{Account, ApiKey};
 use sessiond_core::channel::{ChannelInfo, NewRecord};
 use sessiond_core::event::Event;
 use sessiond_core::ids::SessionRef;
-use sessiond_core::session::{Session, SessionQuery};
 use sessiond_core::job::Job;
+use sessiond_core::session::{Session, SessionQuery};
 use sessiond_core::{AccountId, JobId, KeyId, SessionId, Timestamp};
 use sessiond_store::{
     Appended, InsertSession, JobCreate, JobUpdate, RecordPage, SessionGuard, SessionUpdate, Store,
@@ -450,7 +450,8 @@ impl Store for SqliteStore {
         id: JobId,
         update: JobUpdate,
     ) -> Result<UpdateJob, StoreError> {
-        self.write(move |c| jobs::update(c, account, id, update)).await
+        self.write(move |c| jobs::update(c, account, id, update))
+            .await
     }
 
     async fn claim_job(
@@ -460,7 +461,8 @@ impl Store for SqliteStore {
         claim: JobUpdate,
     ) -> Result<Option<(Job, Session)>, StoreError> {
         let types = types.to_vec();
-        self.write(move |c| jobs::claim(c, account, &types, claim)).await
+        self.write(move |c| jobs::claim(c, account, &types, claim))
+            .await
     }
 
     async fn expired_leases(

@@ -135,6 +135,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             auth_required,
             max_body_bytes: args.max_body_bytes,
             token_secret: Some(token_secret(&args)?),
+            job_reuse_window_seconds: args.job_reuse_window,
         },
     )
     .await

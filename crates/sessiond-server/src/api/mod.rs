@@ -9,6 +9,7 @@ use crate::app::App;
 
 pub mod accounts;
 pub mod channels;
+pub mod jobs;
 pub mod ops;
 pub mod sessions;
 pub mod tokens;
@@ -32,6 +33,16 @@ pub fn router() -> Router<App> {
                 .layer(DefaultBodyLimit::max(RECORD_BATCH_MAX_BYTES + 256 * 1024))
                 .get(channels::read),
         )
+        .route(
+            "/v1/sessions/{session}/jobs",
+            post(jobs::create).get(jobs::list),
+        )
+        .route("/v1/jobs/claim", post(jobs::claim))
+        .route("/v1/jobs/{id}", get(jobs::get))
+        .route("/v1/jobs/{id}/heartbeat", post(jobs::heartbeat))
+        .route("/v1/jobs/{id}/complete", post(jobs::complete))
+        .route("/v1/jobs/{id}/fail", post(jobs::fail))
+        .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/accounts", post(accounts::create))
         .route("/v1/accounts/{account}/keys", post(accounts::create_key))
         .route("/v1/keys/{key}", delete(accounts::revoke_key))

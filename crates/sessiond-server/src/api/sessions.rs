@@ -341,7 +341,8 @@ fn parse_list_query(query: Option<&str>) -> Result<ListRequest, Error> {
         limit: LIST_LIMIT_DEFAULT,
         include_data: false,
     };
-    let bad_time = |k: &str, v: &str| bad_query(format!("{k} must be an RFC 3339 date-time, got {v:?}"));
+    let bad_time =
+        |k: &str, v: &str| bad_query(format!("{k} must be an RFC 3339 date-time, got {v:?}"));
     for (key, value) in query_pairs(query) {
         match key.as_str() {
             "status" => {

@@ -59,7 +59,9 @@ impl Claim {
         }
         if let Some(w) = &worker_id {
             if w.chars().count() > 256 {
-                return Err(Error::invalid_field("workerId must be at most 256 characters"));
+                return Err(Error::invalid_field(
+                    "workerId must be at most 256 characters",
+                ));
             }
         }
         Ok(Claim {
@@ -117,18 +119,20 @@ impl JobService {
                 session,
                 job,
                 since,
-                Box::new(move |job: &mut Job, s: &mut Session, previous: Option<&Job>| {
-                    s.ensure_active(now)?;
-                    match previous {
-                        Some(previous) => {
-                            job.reuse(previous, now);
-                            let mut events = vec![job.created_event()];
-                            events.extend(job.apply_output(s, now)?);
-                            Ok(events)
+                Box::new(
+                    move |job: &mut Job, s: &mut Session, previous: Option<&Job>| {
+                        s.ensure_active(now)?;
+                        match previous {
+                            Some(previous) => {
+                                job.reuse(previous, now);
+                                let mut events = vec![job.created_event()];
+                                events.extend(job.apply_output(s, now)?);
+                                Ok(events)
+                            }
+                            None => Ok(vec![job.created_event()]),
                         }
-                        None => Ok(vec![job.created_event()]),
-                    }
-                }),
+                    },
+                ),
             )
             .await?
             .ok_or_else(|| Error::session_not_found(session))?;
@@ -249,7 +253,9 @@ impl JobService {
         self.update(
             account,
             id,
-            Box::new(move |job: &mut Job, _s: &mut Session| Ok(job.cancel(now).into_iter().collect())),
+            Box::new(move |job: &mut Job, _s: &mut Session| {
+                Ok(job.cancel(now).into_iter().collect())
+            }),
         )
         .await
     }
