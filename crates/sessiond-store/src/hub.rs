@@ -60,11 +60,42 @@ struct Topic {
     tails: Mutex<HashMap<String, Tail>>,
 }
 
+/// A signal as it travels between nodes (seqs only, never record data).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    Appended {
+        session: SessionId,
+        channel: String,
+        last_seq: i64,
+    },
+    ChannelChanged {
+        session: SessionId,
+        channel: String,
+    },
+    Changed {
+        session: SessionId,
+    },
+    Closed {
+        session: SessionId,
+    },
+    Deleted {
+        session: SessionId,
+    },
+    JobQueued,
+}
+
+/// Forwards this node's signals to the other nodes of a cluster (e.g. PostgreSQL NOTIFY). It is
+/// called after the change committed and must not block.
+pub trait Notifier: Send + Sync + 'static {
+    fn notify(&self, signal: Remote);
+}
+
 #[derive(Default)]
 pub struct Hub {
     sessions: Mutex<HashMap<SessionId, Arc<Topic>>>,
     /// Wakes long-polling job claimers when a job becomes claimable.
     jobs: tokio::sync::Notify,
+    notifier: std::sync::OnceLock<Arc<dyn Notifier>>,
 }
 
 /// What a reader at `after` should do next.
@@ -200,6 +231,43 @@ impl Hub {
         }
     }
 
+    /// Sends this node's signals to other nodes from now on (set once).
+    pub fn set_notifier(&self, notifier: Arc<dyn Notifier>) {
+        let _ = self.notifier.set(notifier);
+    }
+
+    fn forward(&self, signal: Remote) {
+        if let Some(n) = self.notifier.get() {
+            n.notify(signal);
+        }
+    }
+
+    /// A signal from another node: wake local readers; nothing is forwarded again.
+    pub fn apply_remote(&self, signal: Remote) {
+        match signal {
+            Remote::Appended {
+                session,
+                channel,
+                last_seq,
+            } => self.signal(session, |tails, _| {
+                if let Some(t) = tails.get_mut(&channel) {
+                    if t.head.is_none_or(|h| last_seq > h) {
+                        // Records this node has not seen: only storage has them.
+                        t.clear();
+                        t.head = None;
+                    }
+                }
+            }),
+            Remote::ChannelChanged { session, channel } => {
+                self.local_channel_changed(session, &channel)
+            }
+            Remote::Changed { session } => self.signal(session, |tails, _| forget_all(tails)),
+            Remote::Closed { session } => self.local_closed(session),
+            Remote::Deleted { session } => self.local_deleted(session),
+            Remote::JobQueued => self.jobs.notify_waiters(),
+        }
+    }
+
     fn topic(&self, session: SessionId) -> Option<Arc<Topic>> {
         self.sessions
             .lock()
@@ -234,6 +302,11 @@ impl Hub {
         records: Vec<Arc<Record>>,
         last_seq: i64,
     ) {
+        self.forward(Remote::Appended {
+            session,
+            channel: channel.to_owned(),
+            last_seq,
+        });
         self.signal(session, |tails, _| {
             let Some(tail) = tails.get_mut(channel) else {
                 return;
@@ -258,6 +331,14 @@ impl Hub {
     /// Records were appended to `channel` that the hub has no details of (server events, or
     /// another node's append): its readers go to storage.
     pub fn channel_changed(&self, session: SessionId, channel: &str) {
+        self.forward(Remote::ChannelChanged {
+            session,
+            channel: channel.to_owned(),
+        });
+        self.local_channel_changed(session, channel);
+    }
+
+    fn local_channel_changed(&self, session: SessionId, channel: &str) {
         self.signal(session, |tails, _| {
             if let Some(t) = tails.get_mut(channel) {
                 t.clear();
@@ -268,11 +349,17 @@ impl Hub {
 
     /// Something about the session changed without details: every reader goes to storage.
     pub fn changed(&self, session: SessionId) {
+        self.forward(Remote::Changed { session });
         self.signal(session, |tails, _| forget_all(tails));
     }
 
     /// The session was closed (its `events` channel got the event too).
     pub fn closed(&self, session: SessionId) {
+        self.forward(Remote::Closed { session });
+        self.local_closed(session);
+    }
+
+    fn local_closed(&self, session: SessionId) {
         self.signal(session, |tails, s| {
             forget_all(tails);
             s.closed = true;
@@ -280,6 +367,11 @@ impl Hub {
     }
 
     pub fn deleted(&self, session: SessionId) {
+        self.forward(Remote::Deleted { session });
+        self.local_deleted(session);
+    }
+
+    fn local_deleted(&self, session: SessionId) {
         self.signal(session, |tails, s| {
             forget_all(tails);
             s.deleted = true;
@@ -297,12 +389,14 @@ impl Hub {
             .copied()
             .collect();
         for s in sessions {
-            self.changed(s);
+            self.signal(s, |tails, _| forget_all(tails));
         }
+        self.jobs.notify_waiters();
     }
 
     /// A job was queued (or requeued): waiting claimers try again.
     pub fn job_queued(&self) {
+        self.forward(Remote::JobQueued);
         self.jobs.notify_waiters();
     }
 
@@ -366,6 +460,47 @@ mod tests {
         assert_eq!(hub.session_count(), 0);
         hub.changed(s);
         assert_eq!(hub.session_count(), 0);
+    }
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Remote>>);
+
+    impl Notifier for Recorder {
+        fn notify(&self, signal: Remote) {
+            self.0.lock().unwrap().push(signal);
+        }
+    }
+
+    #[tokio::test]
+    async fn local_signals_are_forwarded_and_remote_ones_are_not() {
+        let hub = Hub::new();
+        let rec = Arc::new(Recorder::default());
+        hub.set_notifier(rec.clone());
+        let s = SessionId::random();
+        let mut sub = hub.subscribe(s);
+        sub.observe_head("in", 1, sub.changes());
+        hub.appended(s, "in", vec![rec_(2)], 2);
+        hub.closed(s);
+        hub.job_queued();
+        assert_eq!(rec.0.lock().unwrap().len(), 3);
+        // A remote append beyond what this node saw sends readers to storage.
+        hub.apply_remote(Remote::Appended {
+            session: s,
+            channel: "in".into(),
+            last_seq: 3,
+        });
+        assert!(matches!(sub.fetch("in", 2), Fetch::Storage));
+        hub.apply_remote(Remote::Deleted { session: s });
+        assert!(sub.changed().await.deleted);
+        assert_eq!(
+            rec.0.lock().unwrap().len(),
+            3,
+            "remote signals are not forwarded"
+        );
+    }
+
+    fn rec_(seq: i64) -> Arc<Record> {
+        rec(seq)
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ pub mod hub;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
-pub use hub::{Hub, Signal};
+pub use hub::{Hub, Notifier, Remote, Signal};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
