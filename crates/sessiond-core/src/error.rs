@@ -112,6 +112,10 @@ pub mod codes {
     pub const TOKEN_EXPIRED: &str = "token_expired";
     pub const INVALID_TOKEN: &str = "invalid_token";
     pub const JOB_NOT_FOUND: &str = "job_not_found";
+    pub const DOCUMENT_NOT_FOUND: &str = "document_not_found";
+    pub const DOCUMENT_EXISTS: &str = "document_exists";
+    pub const UNSUPPORTED_CONTENT_TYPE: &str = "unsupported_content_type";
+    pub const EMPTY_DOCUMENT: &str = "empty_document";
     pub const LEASE_LOST: &str = "lease_lost";
     pub const STORE_UNAVAILABLE: &str = "store_unavailable";
     pub const INTERNAL: &str = "internal";
@@ -147,6 +151,10 @@ pub mod codes {
         TOKEN_EXPIRED,
         INVALID_TOKEN,
         JOB_NOT_FOUND,
+        DOCUMENT_NOT_FOUND,
+        DOCUMENT_EXISTS,
+        UNSUPPORTED_CONTENT_TYPE,
+        EMPTY_DOCUMENT,
         LEASE_LOST,
         STORE_UNAVAILABLE,
         INTERNAL,

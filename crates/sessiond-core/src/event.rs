@@ -30,6 +30,10 @@ pub enum Event {
         attempts: i64,
         detail: Option<Value>,
     },
+    Document {
+        kind: crate::document::DocumentEventKind,
+        detail: Value,
+    },
     /// A change that must be written but is not recorded on the events channel (a lease
     /// extension).
     Silent,
@@ -42,6 +46,7 @@ impl Event {
             Event::SessionPatched { .. } => "session.patched",
             Event::SessionClosed { .. } => "session.closed",
             Event::Job { kind, .. } => kind.as_str(),
+            Event::Document { kind, .. } => kind.as_str(),
             Event::Silent => "silent",
         }
     }
@@ -88,6 +93,7 @@ impl Event {
                 }
                 m
             }
+            Event::Document { detail, .. } => detail.clone(),
             Event::Silent => json!({}),
         };
         if let Value::Object(m) = body {

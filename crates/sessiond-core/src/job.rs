@@ -283,6 +283,16 @@ impl Job {
         self.updated_at = now;
     }
 
+    /// Marks a new job succeeded without running it, with `result` taken from earlier work.
+    pub fn succeed_reused(&mut self, reused_from: Option<JobId>, result: Value, now: Timestamp) {
+        self.status = JobStatus::Succeeded;
+        self.result = Some(result);
+        self.reused_from = reused_from;
+        self.started_at = Some(now);
+        self.finished_at = Some(now);
+        self.updated_at = now;
+    }
+
     /// Leases a queued job to a worker.
     pub fn claim(&mut self, worker: Option<String>, lease_seconds: i64, now: Timestamp) -> Event {
         self.status = JobStatus::Running;

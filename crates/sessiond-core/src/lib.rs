@@ -3,6 +3,7 @@
 pub mod account;
 pub mod channel;
 pub mod cursor;
+pub mod document;
 pub mod error;
 pub mod event;
 pub mod ids;

@@ -52,3 +52,14 @@ pub const LEASE_SECONDS_DEFAULT: i64 = 60;
 /// Default reuse window (`--job-reuse-window`), in seconds: 28 days.
 pub const JOB_REUSE_WINDOW_DEFAULT_SECONDS: i64 = 28 * 24 * 3600;
 pub const JOB_CLAIM_TYPES_MAX: usize = 64;
+
+/// Default upload limit (`--max-upload-bytes`).
+pub const UPLOAD_DEFAULT_BYTES: usize = 64 * 1024 * 1024;
+pub const CHUNK_TOKENS_DEFAULT: i64 = 10_000;
+pub const CHUNK_TOKENS_MIN: i64 = 100;
+pub const CHUNK_TOKENS_MAX: i64 = 100_000;
+pub const OVERLAP_TOKENS_DEFAULT: i64 = 500;
+pub const FILENAME_MAX_CHARS: usize = 256;
+pub const SEARCH_LIMIT_DEFAULT: usize = 10;
+pub const SEARCH_LIMIT_MAX: usize = 100;
+pub const SEARCH_QUERY_MAX_CHARS: usize = 512;

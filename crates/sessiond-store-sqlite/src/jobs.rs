@@ -66,7 +66,7 @@ fn opt_json(v: &Option<Value>) -> Option<String> {
     v.as_ref().map(Value::to_string)
 }
 
-fn upsert(conn: &Connection, j: &Job) -> Result<(), StoreError> {
+pub(crate) fn upsert(conn: &Connection, j: &Job) -> Result<(), StoreError> {
     let values: [&dyn ToSql; 22] = [
         j.id.as_uuid(),
         j.account_id.as_uuid(),
@@ -106,7 +106,7 @@ fn upsert(conn: &Connection, j: &Job) -> Result<(), StoreError> {
     .map_err(internal)
 }
 
-fn get_by_id(conn: &Connection, id: JobId) -> Result<Option<Job>, StoreError> {
+pub(crate) fn get_by_id(conn: &Connection, id: JobId) -> Result<Option<Job>, StoreError> {
     conn.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?1"))
         .and_then(|mut st| st.query_row(params![id.as_uuid()], job_row).optional())
         .map_err(internal)
@@ -208,7 +208,7 @@ pub fn update(
 
 pub fn claim(
     conn: &Connection,
-    account: AccountId,
+    account: Option<AccountId>,
     types: &[String],
     claim: JobUpdate,
 ) -> Result<Option<(Job, Session)>, StoreError> {
@@ -218,7 +218,7 @@ pub fn claim(
     let placeholders = vec!["?"; types.len()].join(", ");
     let sql = format!(
         "SELECT {} FROM jobs j JOIN sessions s ON s.id = j.session_id
-         WHERE j.account_id = ? AND j.status = 'queued' AND j.type IN ({placeholders})
+         WHERE (?1 IS NULL OR j.account_id = ?1) AND j.status = 'queued' AND j.type IN ({placeholders})
            AND s.closed_at IS NULL
          ORDER BY j.created_at, j.rowid LIMIT 1",
         COLUMNS
@@ -227,7 +227,8 @@ pub fn claim(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut args: Vec<&dyn ToSql> = vec![account.as_uuid()];
+    let account = account.map(|a| a.0);
+    let mut args: Vec<&dyn ToSql> = vec![&account];
     for t in types {
         args.push(t);
     }

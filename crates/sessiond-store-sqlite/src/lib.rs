@@ -15,16 +15,18 @@ use sessiond_core::account::{Account, ApiKey};
 use sessiond_core::channel::{ChannelInfo, NewRecord};
 use sessiond_core::event::Event;
 use sessiond_core::ids::SessionRef;
+use sessiond_core::document::{Chunk, Document, DocumentId, SearchHit};
 use sessiond_core::job::Job;
 use sessiond_core::session::{Session, SessionQuery};
 use sessiond_core::{AccountId, JobId, KeyId, SessionId, Timestamp};
 use sessiond_store::{
-    Appended, InsertSession, JobCreate, JobUpdate, RecordPage, SessionGuard, SessionUpdate, Store,
-    StoreError, UpdateJob, UpdateSession,
+    Appended, DocumentCreate, DocumentDescribe, DocumentOutcome, DocumentReuse, DocumentSettle, InsertSession, JobCreate, JobUpdate,
+    RecordPage, SessionGuard, SessionUpdate, Store, StoreError, UpdateJob, UpdateSession,
 };
 use tokio::sync::{mpsc, oneshot};
 
 mod accounts;
+mod documents;
 mod jobs;
 mod records;
 mod schema;
@@ -456,7 +458,7 @@ impl Store for SqliteStore {
 
     async fn claim_job(
         &self,
-        account: AccountId,
+        account: Option<AccountId>,
         types: &[String],
         claim: JobUpdate,
     ) -> Result<Option<(Job, Session)>, StoreError> {
@@ -471,5 +473,82 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<(AccountId, JobId)>, StoreError> {
         self.read(move |c| jobs::expired(c, now, limit)).await
+    }
+
+    async fn create_document(
+        &self,
+        account: AccountId,
+        session: &SessionRef,
+        document: Document,
+        content: Vec<u8>,
+        job: Job,
+        reuse: Option<DocumentReuse>,
+        decide: DocumentCreate,
+    ) -> Result<Option<(Document, Job)>, StoreError> {
+        let session = session.clone();
+        self.write(move |c| {
+            documents::create(c, account, &session, document, content, job, reuse, decide)
+        })
+        .await
+    }
+
+    async fn get_document(
+        &self,
+        session: SessionId,
+        id: DocumentId,
+    ) -> Result<Option<Document>, StoreError> {
+        self.read(move |c| documents::get(c, session, id)).await
+    }
+
+    async fn find_document(
+        &self,
+        account: AccountId,
+        id: DocumentId,
+    ) -> Result<Option<Document>, StoreError> {
+        self.read(move |c| documents::find(c, account, id)).await
+    }
+
+    async fn list_documents(&self, session: SessionId) -> Result<Vec<Document>, StoreError> {
+        self.read(move |c| documents::list(c, session)).await
+    }
+
+    async fn document_content(&self, id: DocumentId) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(move |c| documents::content(c, id)).await
+    }
+
+    async fn list_chunks(&self, id: DocumentId) -> Result<Vec<Chunk>, StoreError> {
+        self.read(move |c| documents::list_chunks(c, id)).await
+    }
+
+    async fn finish_document(
+        &self,
+        account: AccountId,
+        id: DocumentId,
+        outcome: DocumentOutcome,
+        settle: DocumentSettle,
+    ) -> Result<Option<(Document, Job)>, StoreError> {
+        self.write(move |c| documents::finish(c, account, id, outcome, settle))
+            .await
+    }
+
+    async fn delete_document(
+        &self,
+        session: SessionId,
+        id: DocumentId,
+        describe: DocumentDescribe,
+    ) -> Result<Option<(Document, i64)>, StoreError> {
+        self.write(move |c| documents::delete(c, session, id, describe))
+            .await
+    }
+
+    async fn search_chunks(
+        &self,
+        session: SessionId,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<SearchHit>, StoreError> {
+        let query = query.to_owned();
+        self.read(move |c| documents::search(c, session, &query, limit))
+            .await
     }
 }

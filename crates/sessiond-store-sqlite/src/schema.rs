@@ -6,6 +6,7 @@ use sessiond_store::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_jobs.sql"),
+    include_str!("../migrations/0003_documents.sql"),
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

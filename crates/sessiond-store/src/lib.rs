@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use sessiond_core::account::{Account, ApiKey};
 use sessiond_core::channel::{AppendResult, ChannelInfo, NewRecord, Record};
 use sessiond_core::event::Event;
+use sessiond_core::document::{Chunk, Document, DocumentId, NewChunk, SearchHit};
 use sessiond_core::ids::SessionRef;
 use sessiond_core::job::Job;
 use sessiond_core::session::{Session, SessionQuery};
@@ -82,6 +83,42 @@ pub type JobCreate =
 /// A change to one job (and possibly its session), decided while the backend holds both.
 /// No events means nothing changed.
 pub type JobUpdate = Box<dyn FnOnce(&mut Job, &mut Session) -> Result<Vec<Event>, Error> + Send>;
+
+/// What to look for when an upload may reuse an earlier document's chunks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocumentReuse {
+    /// Only documents that became ready at or after this instant.
+    pub since: Timestamp,
+    /// Also require the same filename (the midPilot rule).
+    pub match_filename: bool,
+}
+
+/// How an upload is settled while the backend holds the session: given the new document, its
+/// processing job, the session, and the newest reusable ready document of the account (when
+/// reuse was asked for), it returns the events to record and, when it decided to reuse, the
+/// document whose chunks are copied under the new one.
+pub type DocumentCreate = Box<
+    dyn FnOnce(&mut Document, &mut Job, &Session, Option<&Document>) -> Result<DocumentDecision, Error>
+        + Send,
+>;
+
+pub struct DocumentDecision {
+    pub events: Vec<Event>,
+    pub copy_chunks_from: Option<DocumentId>,
+}
+
+/// Settles a processed document and its job (see [`Store::finish_document`]).
+pub type DocumentSettle =
+    Box<dyn FnOnce(&mut Document, &mut Job, &mut Session) -> Result<Vec<Event>, Error> + Send>;
+
+/// The events describing a deleted document.
+pub type DocumentDescribe = Box<dyn FnOnce(&Document) -> Vec<Event> + Send>;
+
+/// The end of a document's processing, written in one transaction with its job's transition.
+pub enum DocumentOutcome {
+    Ready(Vec<NewChunk>),
+    Failed,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum UpdateJob {
@@ -209,14 +246,70 @@ pub trait Store: Send + Sync + 'static {
         id: JobId,
         update: JobUpdate,
     ) -> Result<UpdateJob, StoreError>;
-    /// Takes the oldest queued job of one of `types` (in an active session of the account) and
-    /// applies `claim` to it. Each queued job is handed to exactly one caller.
+    /// Takes the oldest queued job of one of `types` (in an active session of the account, or of
+    /// any account when `None`: the server's own processors) and applies `claim` to it. Each
+    /// queued job is handed to exactly one caller.
     async fn claim_job(
         &self,
-        account: AccountId,
+        account: Option<AccountId>,
         types: &[String],
         claim: JobUpdate,
     ) -> Result<Option<(Job, Session)>, StoreError>;
+    /// Stores an uploaded document, its bytes and its processing job, as `decide` settles them.
+    /// A document with the same id in the same session is replaced; in another session it is
+    /// rejected with `document_exists`. `None` when the session does not exist.
+    async fn create_document(
+        &self,
+        account: AccountId,
+        session: &SessionRef,
+        document: Document,
+        content: Vec<u8>,
+        job: Job,
+        reuse: Option<DocumentReuse>,
+        decide: DocumentCreate,
+    ) -> Result<Option<(Document, Job)>, StoreError>;
+    async fn get_document(
+        &self,
+        session: SessionId,
+        id: DocumentId,
+    ) -> Result<Option<Document>, StoreError>;
+    /// A document by id within the account (for the processing worker).
+    async fn find_document(
+        &self,
+        account: AccountId,
+        id: DocumentId,
+    ) -> Result<Option<Document>, StoreError>;
+    /// The session's documents, oldest first.
+    async fn list_documents(&self, session: SessionId) -> Result<Vec<Document>, StoreError>;
+    async fn document_content(&self, id: DocumentId) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The document's chunks in order.
+    async fn list_chunks(&self, id: DocumentId) -> Result<Vec<Chunk>, StoreError>;
+    /// Writes the outcome of processing: the chunks (when ready), the document's new state as
+    /// `settle` decides it, and its job's transition, atomically. `settle` receives the document
+    /// (already updated with counts and status) and its job. `None` when the document is gone.
+    async fn finish_document(
+        &self,
+        account: AccountId,
+        id: DocumentId,
+        outcome: DocumentOutcome,
+        settle: DocumentSettle,
+    ) -> Result<Option<(Document, Job)>, StoreError>;
+    /// Deletes a document and its chunks, recording the events `describe` returns for it, in
+    /// one transaction; the deleted document and its number of chunks, or `None`.
+    async fn delete_document(
+        &self,
+        session: SessionId,
+        id: DocumentId,
+        describe: DocumentDescribe,
+    ) -> Result<Option<(Document, i64)>, StoreError>;
+    /// Full-text search over the session's chunks, best first.
+    async fn search_chunks(
+        &self,
+        session: SessionId,
+        query: &str,
+        limit: usize,
+    ) -> Result<Vec<SearchHit>, StoreError>;
+
     /// Running jobs whose lease ended before `now`, across accounts.
     async fn expired_leases(
         &self,

@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::instrument;
 use uuid::Uuid;
 
+/// Job types the server runs itself (document processing); workers cannot claim them.
+pub const SERVER_JOB_TYPES: &[&str] = &["document.process", "documentation.processUpload"];
+
 /// How often expired leases are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -166,7 +169,20 @@ impl JobService {
 
     /// Leases the oldest queued job of the given types, waiting up to `claim.wait` for one.
     #[instrument(skip_all, fields(types = ?claim.types))]
-    pub async fn claim(&self, account: AccountId, claim: Claim) -> Result<Option<Job>, Error> {
+    pub async fn claim(&self, account: AccountId, mut claim: Claim) -> Result<Option<Job>, Error> {
+        // The server runs its own job types; workers cannot take them.
+        claim
+            .types
+            .retain(|t| !SERVER_JOB_TYPES.contains(&t.as_str()));
+        self.claim_in(Some(account), claim).await
+    }
+
+    /// Like [`JobService::claim`] across every account (for the server's own processors).
+    pub async fn claim_any(&self, claim: Claim) -> Result<Option<Job>, Error> {
+        self.claim_in(None, claim).await
+    }
+
+    async fn claim_in(&self, account: Option<AccountId>, claim: Claim) -> Result<Option<Job>, Error> {
         let deadline = tokio::time::Instant::now() + claim.wait;
         loop {
             // Register for wake-ups before looking, so a job queued in between is not missed.
