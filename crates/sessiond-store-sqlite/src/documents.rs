@@ -9,7 +9,7 @@ use sessiond_core::ids::SessionRef;
 use sessiond_core::job::Job;
 use sessiond_core::{AccountId, Error, JobId, SessionId, Timestamp};
 use sessiond_store::{
-    DocumentCreate, DocumentDescribe, DocumentOutcome, DocumentReuse, DocumentSettle, StoreError,
+    DocumentCreate, DocumentDescribe, DocumentOutcome, DocumentSettle, DocumentUpload, StoreError,
 };
 use uuid::Uuid;
 
@@ -137,17 +137,19 @@ fn chunks_of(conn: &Connection, id: DocumentId) -> Result<Vec<Chunk>, StoreError
     rows.collect::<Result<Vec<_>, _>>().map_err(internal)
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn create(
     conn: &Connection,
     account: AccountId,
     r: &SessionRef,
-    mut doc: Document,
-    content: Vec<u8>,
-    mut job: Job,
-    reuse: Option<DocumentReuse>,
+    upload: DocumentUpload,
     decide: DocumentCreate,
 ) -> Result<Option<(Document, Job)>, StoreError> {
+    let DocumentUpload {
+        document: mut doc,
+        content,
+        mut job,
+        reuse,
+    } = upload;
     let Some(before) = sessions::get(conn, account, r, true)? else {
         return Ok(None);
     };

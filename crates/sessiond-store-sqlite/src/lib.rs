@@ -20,7 +20,7 @@ use sessiond_core::job::Job;
 use sessiond_core::session::{Session, SessionQuery};
 use sessiond_core::{AccountId, JobId, KeyId, SessionId, Timestamp};
 use sessiond_store::{
-    Appended, DocumentCreate, DocumentDescribe, DocumentOutcome, DocumentReuse, DocumentSettle, InsertSession, JobCreate, JobUpdate,
+    Appended, DocumentCreate, DocumentDescribe, DocumentOutcome, DocumentSettle, DocumentUpload, InsertSession, JobCreate, JobUpdate,
     RecordPage, SessionGuard, SessionUpdate, Store, StoreError, UpdateJob, UpdateSession,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -479,17 +479,12 @@ impl Store for SqliteStore {
         &self,
         account: AccountId,
         session: &SessionRef,
-        document: Document,
-        content: Vec<u8>,
-        job: Job,
-        reuse: Option<DocumentReuse>,
+        upload: DocumentUpload,
         decide: DocumentCreate,
     ) -> Result<Option<(Document, Job)>, StoreError> {
         let session = session.clone();
-        self.write(move |c| {
-            documents::create(c, account, &session, document, content, job, reuse, decide)
-        })
-        .await
+        self.write(move |c| documents::create(c, account, &session, upload, decide))
+            .await
     }
 
     async fn get_document(

@@ -102,6 +102,14 @@ pub type DocumentCreate = Box<
         + Send,
 >;
 
+/// An upload to store: the document, its bytes, its processing job, and what reuse may match.
+pub struct DocumentUpload {
+    pub document: Document,
+    pub content: Vec<u8>,
+    pub job: Job,
+    pub reuse: Option<DocumentReuse>,
+}
+
 pub struct DocumentDecision {
     pub events: Vec<Event>,
     pub copy_chunks_from: Option<DocumentId>,
@@ -121,6 +129,7 @@ pub enum DocumentOutcome {
 }
 
 #[derive(Debug, Clone, PartialEq)]
+#[allow(clippy::large_enum_variant)] // a return value, moved once
 pub enum UpdateJob {
     NotFound,
     Unchanged(Job),
@@ -262,10 +271,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         account: AccountId,
         session: &SessionRef,
-        document: Document,
-        content: Vec<u8>,
-        job: Job,
-        reuse: Option<DocumentReuse>,
+        upload: DocumentUpload,
         decide: DocumentCreate,
     ) -> Result<Option<(Document, Job)>, StoreError>;
     async fn get_document(
