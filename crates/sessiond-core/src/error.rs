@@ -117,6 +117,9 @@ pub mod codes {
     pub const UNSUPPORTED_CONTENT_TYPE: &str = "unsupported_content_type";
     pub const EMPTY_DOCUMENT: &str = "empty_document";
     pub const LEASE_LOST: &str = "lease_lost";
+    pub const CHAT_NOT_FOUND: &str = "chat_not_found";
+    pub const CHAT_EXISTS: &str = "chat_exists";
+    pub const LAST_CHAT: &str = "last_chat";
     pub const STORE_UNAVAILABLE: &str = "store_unavailable";
     pub const INTERNAL: &str = "internal";
 
@@ -156,6 +159,9 @@ pub mod codes {
         UNSUPPORTED_CONTENT_TYPE,
         EMPTY_DOCUMENT,
         LEASE_LOST,
+        CHAT_NOT_FOUND,
+        CHAT_EXISTS,
+        LAST_CHAT,
         STORE_UNAVAILABLE,
         INTERNAL,
     ];

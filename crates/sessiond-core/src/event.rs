@@ -34,6 +34,10 @@ pub enum Event {
         kind: crate::document::DocumentEventKind,
         detail: Value,
     },
+    Chat {
+        kind: &'static str,
+        detail: Value,
+    },
     /// A change that must be written but is not recorded on the events channel (a lease
     /// extension).
     Silent,
@@ -47,6 +51,7 @@ impl Event {
             Event::SessionClosed { .. } => "session.closed",
             Event::Job { kind, .. } => kind.as_str(),
             Event::Document { kind, .. } => kind.as_str(),
+            Event::Chat { kind, .. } => kind,
             Event::Silent => "silent",
         }
     }
@@ -93,7 +98,7 @@ impl Event {
                 }
                 m
             }
-            Event::Document { detail, .. } => detail.clone(),
+            Event::Document { detail, .. } | Event::Chat { detail, .. } => detail.clone(),
             Event::Silent => json!({}),
         };
         if let Value::Object(m) = body {

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod channel;
+pub mod chat;
 pub mod cursor;
 pub mod document;
 pub mod error;

@@ -86,11 +86,7 @@ fn write(conn: &Connection, d: &Document) -> Result<(), StoreError> {
     .map_err(internal)
 }
 
-fn insert_chunks(
-    conn: &Connection,
-    doc: &Document,
-    chunks: &[NewChunk],
-) -> Result<(), StoreError> {
+fn insert_chunks(conn: &Connection, doc: &Document, chunks: &[NewChunk]) -> Result<(), StoreError> {
     let mut st = conn
         .prepare_cached(
             "INSERT INTO chunks (id, document_id, session_id, idx, content, token_count, char_count, metadata)
@@ -164,8 +160,11 @@ pub fn create(
             .into());
         }
         // Re-uploading under the same id replaces the document.
-        conn.execute("DELETE FROM documents WHERE id = ?1", params![doc.id.as_uuid()])
-            .map_err(internal)?;
+        conn.execute(
+            "DELETE FROM documents WHERE id = ?1",
+            params![doc.id.as_uuid()],
+        )
+        .map_err(internal)?;
     }
     let previous = match &reuse {
         None => None,
@@ -217,11 +216,19 @@ pub fn create(
     Ok(Some((doc, job)))
 }
 
-pub fn get(conn: &Connection, session: SessionId, id: DocumentId) -> Result<Option<Document>, StoreError> {
+pub fn get(
+    conn: &Connection,
+    session: SessionId,
+    id: DocumentId,
+) -> Result<Option<Document>, StoreError> {
     Ok(by_id(conn, id)?.filter(|d| d.session_id == session))
 }
 
-pub fn find(conn: &Connection, account: AccountId, id: DocumentId) -> Result<Option<Document>, StoreError> {
+pub fn find(
+    conn: &Connection,
+    account: AccountId,
+    id: DocumentId,
+) -> Result<Option<Document>, StoreError> {
     Ok(by_id(conn, id)?.filter(|d| d.account_id == account))
 }
 
@@ -257,7 +264,12 @@ pub fn finish(
     let Some(mut doc) = find(conn, account, id)? else {
         return Ok(None);
     };
-    let Some(mut job) = doc.job_id.map(|j| jobs::get_by_id(conn, j)).transpose()?.flatten() else {
+    let Some(mut job) = doc
+        .job_id
+        .map(|j| jobs::get_by_id(conn, j))
+        .transpose()?
+        .flatten()
+    else {
         return Ok(None);
     };
     let Some(before) = sessions::get(conn, account, &SessionRef::Id(doc.session_id), true)? else {
@@ -265,8 +277,11 @@ pub fn finish(
     };
     match &outcome {
         DocumentOutcome::Ready(chunks) => {
-            conn.execute("DELETE FROM chunks WHERE document_id = ?1", params![doc.id.as_uuid()])
-                .map_err(internal)?;
+            conn.execute(
+                "DELETE FROM chunks WHERE document_id = ?1",
+                params![doc.id.as_uuid()],
+            )
+            .map_err(internal)?;
             insert_chunks(conn, &doc, chunks)?;
             doc.status = DocumentStatus::Ready;
             doc.chunk_count = chunks.len() as i64;

@@ -13,19 +13,22 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use sessiond_core::account::{Account, ApiKey};
 use sessiond_core::channel::{ChannelInfo, NewRecord};
+use sessiond_core::chat::{Chat, ChatId, Message, NewMessage};
+use sessiond_core::document::{Chunk, Document, DocumentId, SearchHit};
 use sessiond_core::event::Event;
 use sessiond_core::ids::SessionRef;
-use sessiond_core::document::{Chunk, Document, DocumentId, SearchHit};
 use sessiond_core::job::Job;
 use sessiond_core::session::{Session, SessionQuery};
 use sessiond_core::{AccountId, JobId, KeyId, SessionId, Timestamp};
 use sessiond_store::{
-    Appended, DocumentCreate, DocumentDescribe, DocumentOutcome, DocumentSettle, DocumentUpload, InsertSession, JobCreate, JobUpdate,
+    Appended, ChatDelete, ChatUpdate, CreateChat, DocumentCreate, DocumentDescribe,
+    DocumentOutcome, DocumentSettle, DocumentUpload, InsertSession, JobCreate, JobUpdate,
     RecordPage, SessionGuard, SessionUpdate, Store, StoreError, UpdateJob, UpdateSession,
 };
 use tokio::sync::{mpsc, oneshot};
 
 mod accounts;
+mod chats;
 mod documents;
 mod jobs;
 mod records;
@@ -544,6 +547,86 @@ impl Store for SqliteStore {
     ) -> Result<Vec<SearchHit>, StoreError> {
         let query = query.to_owned();
         self.read(move |c| documents::search(c, session, &query, limit))
+            .await
+    }
+
+    async fn insert_session_with_chat(
+        &self,
+        session: Session,
+        event: Event,
+        chat: Chat,
+    ) -> Result<InsertSession, StoreError> {
+        self.write(move |c| chats::insert_session_with_chat(c, session, event, chat))
+            .await
+    }
+
+    async fn create_chat(
+        &self,
+        account: AccountId,
+        session: &SessionRef,
+        chat: Chat,
+        guard: SessionGuard,
+    ) -> Result<CreateChat, StoreError> {
+        let session = session.clone();
+        self.write(move |c| chats::create(c, account, &session, chat, guard))
+            .await
+    }
+
+    async fn list_chats(
+        &self,
+        session: SessionId,
+        reader: AccountId,
+    ) -> Result<Vec<(Chat, Option<Timestamp>)>, StoreError> {
+        self.read(move |c| chats::list(c, session, reader)).await
+    }
+
+    async fn get_chat(&self, session: SessionId, chat: ChatId) -> Result<Option<Chat>, StoreError> {
+        self.read(move |c| chats::get(c, session, chat)).await
+    }
+
+    async fn update_chat(
+        &self,
+        session: SessionId,
+        chat: ChatId,
+        update: ChatUpdate,
+    ) -> Result<Option<Chat>, StoreError> {
+        self.write(move |c| chats::update(c, session, chat, update))
+            .await
+    }
+
+    async fn delete_chat(
+        &self,
+        session: SessionId,
+        chat: ChatId,
+        decide: ChatDelete,
+    ) -> Result<Option<Chat>, StoreError> {
+        self.write(move |c| chats::delete(c, session, chat, decide))
+            .await
+    }
+
+    async fn append_message(
+        &self,
+        session: SessionId,
+        chat: ChatId,
+        message: NewMessage,
+        now: Timestamp,
+    ) -> Result<Option<(Message, bool)>, StoreError> {
+        self.write(move |c| chats::append_message(c, session, chat, message, now))
+            .await
+    }
+
+    async fn list_messages(&self, chat: ChatId) -> Result<Vec<Message>, StoreError> {
+        self.read(move |c| chats::list_messages(c, chat)).await
+    }
+
+    async fn mark_chat_read(
+        &self,
+        session: SessionId,
+        chat: ChatId,
+        reader: AccountId,
+        at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.write(move |c| chats::mark_read(c, session, chat, reader, at))
             .await
     }
 }

@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use sessiond_core::account::{Account, ApiKey};
 use sessiond_core::channel::{AppendResult, ChannelInfo, NewRecord, Record};
 use sessiond_core::event::Event;
+use sessiond_core::chat::{Chat, ChatId, Message, NewMessage};
 use sessiond_core::document::{Chunk, Document, DocumentId, NewChunk, SearchHit};
 use sessiond_core::ids::SessionRef;
 use sessiond_core::job::Job;
@@ -83,6 +84,23 @@ pub type JobCreate =
 /// A change to one job (and possibly its session), decided while the backend holds both.
 /// No events means nothing changed.
 pub type JobUpdate = Box<dyn FnOnce(&mut Job, &mut Session) -> Result<Vec<Event>, Error> + Send>;
+
+/// A change to a chat decided under lock; `None` means unchanged.
+pub type ChatUpdate = Box<dyn FnOnce(&mut Chat) -> Result<Option<Event>, Error> + Send>;
+
+/// Decides whether a chat may be deleted, given it and how many chats the session has; returns
+/// the events to record.
+pub type ChatDelete = Box<dyn FnOnce(&Chat, i64) -> Result<Vec<Event>, Error> + Send>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateChat {
+    Created(Chat),
+    /// The session already has a chat with this id.
+    Existing(Chat),
+    /// The id belongs to a chat of another session.
+    IdTaken,
+    SessionNotFound,
+}
 
 /// What to look for when an upload may reuse an earlier document's chunks.
 #[derive(Debug, Clone, PartialEq)]
@@ -315,6 +333,61 @@ pub trait Store: Send + Sync + 'static {
         query: &str,
         limit: usize,
     ) -> Result<Vec<SearchHit>, StoreError>;
+
+    /// Inserts a session together with its first chat (and both events), atomically.
+    async fn insert_session_with_chat(
+        &self,
+        session: Session,
+        event: Event,
+        chat: Chat,
+    ) -> Result<InsertSession, StoreError>;
+    /// Creates a chat in the session (which `guard` accepts), recording `chat.created`.
+    async fn create_chat(
+        &self,
+        account: AccountId,
+        session: &SessionRef,
+        chat: Chat,
+        guard: SessionGuard,
+    ) -> Result<CreateChat, StoreError>;
+    /// The session's chats, oldest first, each with `reader`'s read mark.
+    async fn list_chats(
+        &self,
+        session: SessionId,
+        reader: AccountId,
+    ) -> Result<Vec<(Chat, Option<Timestamp>)>, StoreError>;
+    async fn get_chat(&self, session: SessionId, chat: ChatId) -> Result<Option<Chat>, StoreError>;
+    async fn update_chat(
+        &self,
+        session: SessionId,
+        chat: ChatId,
+        update: ChatUpdate,
+    ) -> Result<Option<Chat>, StoreError>;
+    /// Deletes the chat and its messages if `decide` allows; the deleted chat, or `None`.
+    async fn delete_chat(
+        &self,
+        session: SessionId,
+        chat: ChatId,
+        decide: ChatDelete,
+    ) -> Result<Option<Chat>, StoreError>;
+    /// Appends a message, exactly once by its id (a repeated id returns the stored message with
+    /// `true`). `None` when the chat does not exist in the session.
+    async fn append_message(
+        &self,
+        session: SessionId,
+        chat: ChatId,
+        message: NewMessage,
+        now: Timestamp,
+    ) -> Result<Option<(Message, bool)>, StoreError>;
+    /// The chat's messages in order.
+    async fn list_messages(&self, chat: ChatId) -> Result<Vec<Message>, StoreError>;
+    /// Records that `reader` has read the chat up to `at`; `false` when the chat is unknown.
+    async fn mark_chat_read(
+        &self,
+        session: SessionId,
+        chat: ChatId,
+        reader: AccountId,
+        at: Timestamp,
+    ) -> Result<bool, StoreError>;
 
     /// Running jobs whose lease ended before `now`, across accounts.
     async fn expired_leases(

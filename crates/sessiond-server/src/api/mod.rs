@@ -9,6 +9,7 @@ use crate::app::App;
 
 pub mod accounts;
 pub mod channels;
+pub mod chats;
 pub mod jobs;
 pub mod ops;
 pub mod sessions;
@@ -36,6 +37,22 @@ pub fn router() -> Router<App> {
         .route(
             "/v1/sessions/{session}/jobs",
             post(jobs::create).get(jobs::list),
+        )
+        .route(
+            "/v1/sessions/{session}/chats",
+            get(chats::list).post(chats::create),
+        )
+        .route(
+            "/v1/sessions/{session}/chats/{chat}",
+            get(chats::get).patch(chats::patch).delete(chats::delete),
+        )
+        .route(
+            "/v1/sessions/{session}/chats/{chat}/messages",
+            get(chats::messages).post(chats::append),
+        )
+        .route(
+            "/v1/sessions/{session}/chats/{chat}/read",
+            post(chats::read),
         )
         .route("/v1/jobs/claim", post(jobs::claim))
         .route("/v1/jobs/{id}", get(jobs::get))

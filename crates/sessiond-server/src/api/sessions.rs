@@ -128,6 +128,8 @@ pub struct CreateSessionBody {
     pub expires_at: Option<Timestamp>,
     /// Seconds until the session expires (1 to 315,360,000).
     pub ttl_seconds: Option<i64>,
+    /// Create the session's first chat in the same transaction.
+    pub chat: Option<crate::api::chats::CreateChatBody>,
 }
 
 /// Create a session.
@@ -160,7 +162,11 @@ pub async fn create(
         expires_at: body.expires_at,
         ttl_seconds: body.ttl_seconds,
     };
-    let created = app.services.sessions.create(account, input).await?;
+    let created = app
+        .services
+        .sessions
+        .create_with_chat(account, input, body.chat.map(Into::into))
+        .await?;
     let id = created.session.id;
     if created.cached {
         let mut resp = session_response(StatusCode::OK, created.session);

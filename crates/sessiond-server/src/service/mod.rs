@@ -8,11 +8,13 @@ use tokio_util::sync::CancellationToken;
 
 pub mod accounts;
 pub mod channels;
+pub mod chats;
 pub mod jobs;
 pub mod sessions;
 
 pub use accounts::AccountService;
 pub use channels::ChannelService;
+pub use chats::ChatService;
 pub use jobs::JobService;
 pub use sessions::SessionService;
 
@@ -22,6 +24,7 @@ pub struct Services {
     pub accounts: AccountService,
     pub channels: ChannelService,
     pub jobs: JobService,
+    pub chats: ChatService,
 }
 
 impl Services {
@@ -40,6 +43,7 @@ impl Services {
         Self {
             sessions: SessionService::new(store.clone(), hub.clone(), jobs.clone()),
             accounts: AccountService::new(store.clone()),
+            chats: ChatService::new(store.clone(), hub.clone()),
             channels: ChannelService::new(store, hub, shutdown),
             jobs,
         }

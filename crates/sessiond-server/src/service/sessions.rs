@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use serde_json::Value;
+use sessiond_core::chat::NewChat;
 use sessiond_core::cursor::Cursor;
 use sessiond_core::error::codes;
 use sessiond_core::event::{Event, EVENTS_CHANNEL};
@@ -39,20 +40,36 @@ impl SessionService {
 
     /// Creates a session. The same `externalId` while that session is active returns it
     /// unchanged (`cached`); once it is closed or expired the externalId cannot be reused.
-    #[instrument(skip_all, fields(account = %account))]
     pub async fn create(
         &self,
         account: AccountId,
         input: CreateSessionInput,
     ) -> Result<Created, Error> {
+        self.create_with_chat(account, input, None).await
+    }
+
+    /// Creates a session and, when `chat` is given, its first chat in the same transaction.
+    #[instrument(skip_all, fields(account = %account))]
+    pub async fn create_with_chat(
+        &self,
+        account: AccountId,
+        input: CreateSessionInput,
+        chat: Option<NewChat>,
+    ) -> Result<Created, Error> {
         let now = Timestamp::now();
         let session = input.validate(now)?.into_session(account, now);
         let id = session.id;
-        match self
-            .store
-            .insert_session(session, Event::SessionCreated { version: 1 })
-            .await?
-        {
+        let event = Event::SessionCreated { version: 1 };
+        let outcome = match chat {
+            None => self.store.insert_session(session, event).await?,
+            Some(chat) => {
+                let chat = chat.validate()?.into_chat(id, account, now);
+                self.store
+                    .insert_session_with_chat(session, event, chat)
+                    .await?
+            }
+        };
+        match outcome {
             InsertSession::Inserted(session) => {
                 metrics::counter!("sessiond_sessions_created_total").increment(1);
                 Ok(Created {
