@@ -182,7 +182,11 @@ impl JobService {
         self.claim_in(None, claim).await
     }
 
-    async fn claim_in(&self, account: Option<AccountId>, claim: Claim) -> Result<Option<Job>, Error> {
+    async fn claim_in(
+        &self,
+        account: Option<AccountId>,
+        claim: Claim,
+    ) -> Result<Option<Job>, Error> {
         let deadline = tokio::time::Instant::now() + claim.wait;
         loop {
             // Register for wake-ups before looking, so a job queued in between is not missed.
