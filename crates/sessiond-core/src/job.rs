@@ -277,7 +277,8 @@ impl Job {
     pub fn reuse(&mut self, previous: &Job, now: Timestamp) {
         self.status = JobStatus::Succeeded;
         self.result = previous.result.clone();
-        self.reused_from = Some(previous.id);
+        // Point at the job that computed the result, not at an earlier reuse of it.
+        self.reused_from = Some(previous.reused_from.unwrap_or(previous.id));
         self.started_at = Some(now);
         self.finished_at = Some(now);
         self.updated_at = now;
@@ -359,6 +360,8 @@ impl Job {
     ) -> Result<Vec<Event>, Error> {
         self.status = JobStatus::Succeeded;
         self.result = Some(result);
+        // An earlier attempt's error no longer describes the job.
+        self.error = None;
         self.finish(now);
         let mut events = self.apply_output(session, now)?;
         events.insert(0, self.event(JobEventKind::Succeeded));
@@ -387,21 +390,28 @@ impl Job {
         self.updated_at = now;
     }
 
-    /// A failure reported by the worker: retried (queued again) while attempts remain and the
-    /// worker did not say `retry: false`.
+    /// A failure reported by the worker: retried (queued again) while attempts remain, the
+    /// worker did not say `retry: false` and the session is still active.
     pub fn fail(
         &mut self,
+        session: &Session,
         lease: Uuid,
         error: Value,
         retry: bool,
         now: Timestamp,
     ) -> Result<Vec<Event>, Error> {
         self.ensure_held(lease, now)?;
-        Ok(vec![self.failed_attempt(error, retry, now)])
+        Ok(vec![self.failed_attempt(session, error, retry, now)])
     }
 
-    fn failed_attempt(&mut self, error: Value, retry: bool, now: Timestamp) -> Event {
+    fn failed_attempt(&mut self, session: &Session, error: Value, retry: bool, now: Timestamp) -> Event {
         self.error = Some(error);
+        if !session.is_active(now) {
+            // Nothing claims jobs of a closed session: a retry would wait for ever.
+            self.status = JobStatus::Cancelled;
+            self.finish(now);
+            return self.event(JobEventKind::Cancelled);
+        }
         if retry && self.attempts < self.max_attempts {
             self.status = JobStatus::Queued;
             self.lease_id = None;
@@ -418,12 +428,12 @@ impl Job {
 
     /// A lease ran out: back to the queue, or failed once attempts are used up. `None` when the
     /// lease is still live (or the job is not running).
-    pub fn expire(&mut self, now: Timestamp) -> Option<Event> {
+    pub fn expire(&mut self, session: &Session, now: Timestamp) -> Option<Event> {
         if self.status != JobStatus::Running || self.lease_expires_at.is_none_or(|e| e > now) {
             return None;
         }
         let error = json!({ "message": "the worker's lease expired", "code": "lease_expired" });
-        Some(self.failed_attempt(error, true, now))
+        Some(self.failed_attempt(session, error, true, now))
     }
 
     /// Cancels a queued or running job; a finished job is left as it is (`None`).
@@ -493,9 +503,17 @@ mod tests {
         assert_ne!(a, input_hash("u", &json!({"a": {"x": 2, "y": 1}, "b": 1})));
     }
 
+    fn active_session(now: Timestamp) -> Session {
+        CreateSessionInput::default()
+            .validate(now)
+            .unwrap()
+            .into_session(AccountId::DEFAULT, now)
+    }
+
     #[test]
     fn lease_rules() {
         let now = Timestamp::from_millis(10_000);
+        let s = active_session(now);
         let mut j = job();
         j.claim(Some("w".into()), 10, now);
         let lease = j.lease_id.unwrap();
@@ -504,20 +522,31 @@ mod tests {
             j.heartbeat(Uuid::new_v4(), None, now).is_err(),
             "other lease"
         );
-        assert!(j.expire(now).is_none(), "lease still live");
+        assert!(j.expire(&s, now).is_none(), "lease still live");
         let later = now.plus_seconds(11);
-        j.expire(later).unwrap();
+        j.expire(&s, later).unwrap();
         assert_eq!(j.status, JobStatus::Queued, "requeued: attempts remain");
         assert_eq!(
-            j.fail(lease, json!("x"), true, later).unwrap_err().code,
+            j.fail(&s, lease, json!("x"), true, later).unwrap_err().code,
             codes::LEASE_LOST
         );
         j.claim(None, 10, later);
         let lease2 = j.lease_id.unwrap();
-        j.fail(lease2, json!({"message": "boom"}), true, later)
+        j.fail(&s, lease2, json!({"message": "boom"}), true, later)
             .unwrap();
         assert_eq!(j.status, JobStatus::Failed, "max attempts reached");
         assert!(j.cancel(later).is_none(), "final stays final");
+    }
+
+    #[test]
+    fn a_failing_job_of_a_closed_session_is_cancelled_not_requeued() {
+        let now = Timestamp::from_millis(10_000);
+        let mut s = active_session(now);
+        let mut j = job();
+        j.claim(None, 10, now);
+        s.close(None, now);
+        j.fail(&s, j.lease_id.unwrap(), json!("x"), true, now).unwrap();
+        assert_eq!(j.status, JobStatus::Cancelled);
     }
 
     #[test]

@@ -220,6 +220,7 @@ pub fn claim(
         "SELECT {} FROM jobs j JOIN sessions s ON s.id = j.session_id
          WHERE (?1 IS NULL OR j.account_id = ?1) AND j.status = 'queued' AND j.type IN ({placeholders})
            AND s.closed_at IS NULL
+           AND (s.expires_at IS NULL OR s.expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER))
          ORDER BY j.created_at, j.rowid LIMIT 1",
         COLUMNS
             .split(", ")

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use sessiond_core::account::{Account, ApiKey};
@@ -15,12 +15,13 @@ use sessiond_core::cursor::Cursor;
 use sessiond_core::error::codes;
 use sessiond_core::event::Event;
 use sessiond_core::ids::SessionRef;
+use sessiond_core::job::{CreateJobInput, Job, JobStatus};
 use sessiond_core::session::{
     CreateSessionInput, Session, SessionFilter, SessionQuery, SessionStatus,
 };
-use sessiond_core::{AccountId, Error, KeyId, SessionId, Timestamp};
+use sessiond_core::{AccountId, Error, JobId, KeyId, SessionId, Timestamp};
 
-use crate::{InsertSession, Store, StoreError, UpdateSession};
+use crate::{InsertSession, JobUpdate, Store, StoreError, UpdateJob, UpdateSession};
 
 /// Generates one `#[tokio::test]` per conformance check.
 #[macro_export]
@@ -36,6 +37,12 @@ macro_rules! conformance_tests {
             records_append_dedupe_and_read,
             records_guard_and_missing_session,
             records_concurrent_appends_are_gapless,
+            jobs_create_with_and_without_reuse,
+            jobs_claim_hands_each_job_to_exactly_one_claimer,
+            jobs_claim_skips_closed_and_expired_sessions,
+            jobs_update_not_found_unchanged_and_rejected,
+            jobs_expired_leases,
+            jobs_delete_session_removes_them,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -698,4 +705,943 @@ pub async fn records_concurrent_appends_are_gapless(store: Arc<dyn Store>) {
     for pair in page.records.chunks(2) {
         assert_eq!(format!("{}-b", pair[0].id), pair[1].id);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Jobs
+// ---------------------------------------------------------------------------------------------
+
+fn new_job(
+    account: AccountId,
+    kind: &str,
+    input: serde_json::Value,
+    output_key: Option<&str>,
+    max_attempts: Option<i64>,
+) -> Job {
+    CreateJobInput {
+        kind: kind.into(),
+        input: Some(input),
+        reuse: true,
+        output_key: output_key.map(str::to_owned),
+        max_attempts,
+    }
+    .validate(account, Timestamp::now())
+    .expect("valid job")
+    .0
+}
+
+/// Creates a job the way the service does (reuse when offered, else queued) and reports which
+/// earlier job, if any, the store offered for reuse.
+async fn create_job(
+    store: &Arc<dyn Store>,
+    account: AccountId,
+    session: SessionId,
+    job: Job,
+    reuse_since: Option<Timestamp>,
+) -> (Job, Session, Option<JobId>) {
+    let offered = Arc::new(Mutex::new(None));
+    let seen = offered.clone();
+    let (job, session) = store
+        .create_job(
+            account,
+            &SessionRef::Id(session),
+            job,
+            reuse_since,
+            Box::new(
+                move |job: &mut Job, s: &mut Session, previous: Option<&Job>| {
+                    let now = job.created_at;
+                    *seen.lock().unwrap() = previous.map(|p| p.id);
+                    match previous {
+                        Some(p) => {
+                            job.reuse(p, now);
+                            let mut events = vec![job.created_event()];
+                            events.extend(job.apply_output(s, now)?);
+                            Ok(events)
+                        }
+                        None => Ok(vec![job.created_event()]),
+                    }
+                },
+            ),
+        )
+        .await
+        .expect("create_job")
+        .expect("the session exists");
+    let offered = *offered.lock().unwrap();
+    (job, session, offered)
+}
+
+async fn claim_one(
+    store: &Arc<dyn Store>,
+    account: AccountId,
+    types: &[&str],
+    lease_seconds: i64,
+    now: Timestamp,
+) -> Option<(Job, Session)> {
+    let types: Vec<String> = types.iter().map(|t| (*t).to_owned()).collect();
+    store
+        .claim_job(
+            Some(account),
+            &types,
+            Box::new(move |job: &mut Job, _s: &mut Session| {
+                Ok(vec![job.claim(Some("worker".into()), lease_seconds, now)])
+            }),
+        )
+        .await
+        .expect("claim_job")
+}
+
+async fn complete_job(
+    store: &Arc<dyn Store>,
+    account: AccountId,
+    id: JobId,
+    lease: uuid::Uuid,
+    result: serde_json::Value,
+) -> Result<UpdateJob, StoreError> {
+    store
+        .update_job(
+            account,
+            id,
+            Box::new(move |job: &mut Job, s: &mut Session| {
+                job.complete(s, lease, result, Timestamp::now())
+            }),
+        )
+        .await
+}
+
+/// Claims the given job (it must be the oldest queued job of its type) and completes it.
+async fn run_to_success(
+    store: &Arc<dyn Store>,
+    account: AccountId,
+    job: &Job,
+    result: serde_json::Value,
+) -> Job {
+    let (claimed, _) = claim_one(store, account, &[&job.kind], 60, Timestamp::now())
+        .await
+        .expect("a queued job to claim");
+    assert_eq!(claimed.id, job.id, "the oldest queued job of its type");
+    match complete_job(store, account, job.id, claimed.lease_id.unwrap(), result)
+        .await
+        .unwrap()
+    {
+        UpdateJob::Updated(j, _) => {
+            assert_eq!(j.status, JobStatus::Succeeded);
+            j
+        }
+        other => panic!("expected Updated, got {other:?}"),
+    }
+}
+
+pub async fn jobs_create_with_and_without_reuse(store: Arc<dyn Store>) {
+    let acc = account(&store).await;
+    let other = account(&store).await;
+    let s1 = insert(&store, new_session(acc, None, Timestamp::now())).await;
+    let s2 = insert(&store, new_session(acc, None, Timestamp::now())).await;
+    let s3 = insert(&store, new_session(other, None, Timestamp::now())).await;
+    let past = Timestamp::now().plus_seconds(-3600);
+    let input = json!({"url": "u", "opts": {"a": 1, "b": [1, 2]}, "sessionId": s1.id.to_string()});
+
+    // Without reuse: queued, stored, listed, recorded.
+    let (j1, after, offered) = create_job(
+        &store,
+        acc,
+        s1.id,
+        new_job(acc, "scrape", input.clone(), Some("out"), None),
+        None,
+    )
+    .await;
+    assert_eq!(offered, None);
+    assert_eq!(j1.status, JobStatus::Queued);
+    assert_eq!(j1.session_id, s1.id);
+    assert_eq!(after, s1, "a queued job does not change its session");
+    assert_eq!(store.get_job(acc, j1.id).await.unwrap(), Some(j1.clone()));
+    assert_eq!(store.get_job(other, j1.id).await.unwrap(), None);
+    assert_eq!(store.list_jobs(s1.id).await.unwrap(), vec![j1.clone()]);
+    let ev = events(&store, s1.id).await;
+    assert_eq!(ev.len(), 2);
+    assert_eq!(ev[1]["type"], "job.queued");
+    assert_eq!(ev[1]["jobId"], j1.id.to_string());
+
+    // With reuse, but nothing has succeeded yet: nothing is offered.
+    let (j2, _, offered) = create_job(
+        &store,
+        acc,
+        s2.id,
+        new_job(acc, "scrape", input.clone(), Some("out"), None),
+        Some(past),
+    )
+    .await;
+    assert_eq!(offered, None, "a queued job is never offered for reuse");
+    assert_eq!(j2.status, JobStatus::Queued);
+
+    let done = run_to_success(&store, acc, &j1, json!({"pages": 3})).await;
+    let s1_now = store
+        .get_session(acc, &SessionRef::Id(s1.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s1_now.data["out"], json!({"pages": 3}));
+    assert_eq!(s1_now.version, 2);
+
+    // Same type and normalized input (other key order, other session id): offered and reused.
+    let same = json!({"sessionId": s2.id.to_string(), "opts": {"b": [1, 2], "a": 1}, "url": "u"});
+    let (j3, s2_after, offered) = create_job(
+        &store,
+        acc,
+        s2.id,
+        new_job(acc, "scrape", same.clone(), Some("out"), None),
+        Some(past),
+    )
+    .await;
+    assert_eq!(offered, Some(j1.id));
+    assert_eq!(j3.status, JobStatus::Succeeded);
+    assert_eq!(j3.reused_from, Some(j1.id));
+    assert_eq!(j3.result, done.result);
+    assert_eq!(s2_after.data["out"], json!({"pages": 3}));
+    assert_eq!(s2_after.version, 2);
+    assert_eq!(
+        store.get_job(acc, j3.id).await.unwrap(),
+        Some(j3.clone()),
+        "the reused job is stored as returned"
+    );
+    assert_eq!(
+        store
+            .get_session(acc, &SessionRef::Id(s2.id))
+            .await
+            .unwrap()
+            .unwrap(),
+        s2_after,
+        "the output key landed in the same write"
+    );
+    let ev = events(&store, s2.id).await;
+    let kinds: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "session.created",
+            "job.queued",
+            "job.succeeded",
+            "session.patched"
+        ]
+    );
+
+    // Reuse not asked for: nothing offered.
+    let (j4, _, offered) = create_job(
+        &store,
+        acc,
+        s2.id,
+        new_job(acc, "scrape", same.clone(), None, None),
+        None,
+    )
+    .await;
+    assert_eq!(offered, None);
+    assert_eq!(j4.status, JobStatus::Queued);
+    // Every success finished before `reuse_since`: nothing offered.
+    let (_, _, offered) = create_job(
+        &store,
+        acc,
+        s2.id,
+        new_job(acc, "scrape", same.clone(), None, None),
+        Some(Timestamp::now().plus_seconds(60)),
+    )
+    .await;
+    assert_eq!(offered, None, "outside the window");
+    // Another account, another type, another input: nothing offered.
+    let (_, _, offered) = create_job(
+        &store,
+        other,
+        s3.id,
+        new_job(other, "scrape", same.clone(), None, None),
+        Some(past),
+    )
+    .await;
+    assert_eq!(offered, None, "another account's success is never offered");
+    let (_, _, offered) = create_job(
+        &store,
+        acc,
+        s2.id,
+        new_job(acc, "scrape2", same.clone(), None, None),
+        Some(past),
+    )
+    .await;
+    assert_eq!(offered, None, "another type");
+    let (_, _, offered) = create_job(
+        &store,
+        acc,
+        s2.id,
+        new_job(
+            acc,
+            "scrape",
+            json!({"url": "v", "opts": {"a": 1, "b": [1, 2]}}),
+            None,
+            None,
+        ),
+        Some(past),
+    )
+    .await;
+    assert_eq!(offered, None, "another input");
+
+    // A failed job is never offered.
+    let (f, _, _) = create_job(
+        &store,
+        acc,
+        s1.id,
+        new_job(acc, "flaky", json!({"x": 1}), None, Some(1)),
+        None,
+    )
+    .await;
+    let (claimed, _) = claim_one(&store, acc, &["flaky"], 60, Timestamp::now())
+        .await
+        .unwrap();
+    let lease = claimed.lease_id.unwrap();
+    let out = store
+        .update_job(
+            acc,
+            f.id,
+            Box::new(move |job: &mut Job, s: &mut Session| {
+                job.fail(s, lease, json!({"message": "boom"}), false, Timestamp::now())
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(out, UpdateJob::Updated(ref j, _) if j.status == JobStatus::Failed));
+    let (_, _, offered) = create_job(
+        &store,
+        acc,
+        s1.id,
+        new_job(acc, "flaky", json!({"x": 1}), None, None),
+        Some(past),
+    )
+    .await;
+    assert_eq!(offered, None, "a failed job is never offered");
+
+    // The newest success is offered.
+    let (n1, _, _) = create_job(
+        &store,
+        acc,
+        s1.id,
+        new_job(acc, "n", json!({}), None, None),
+        None,
+    )
+    .await;
+    run_to_success(&store, acc, &n1, json!(1)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let (n2, _, _) = create_job(
+        &store,
+        acc,
+        s1.id,
+        new_job(acc, "n", json!({}), None, None),
+        None,
+    )
+    .await;
+    run_to_success(&store, acc, &n2, json!(2)).await;
+    let (n3, _, offered) = create_job(
+        &store,
+        acc,
+        s1.id,
+        new_job(acc, "n", json!({}), None, None),
+        Some(past),
+    )
+    .await;
+    assert_eq!(offered, Some(n2.id), "the newest success");
+    assert_eq!(n3.result, Some(json!(2)));
+
+    // No such session (or another account's): nothing is created.
+    let before_jobs = store.list_jobs(s1.id).await.unwrap();
+    let before_events = events(&store, s1.id).await;
+    for (acct, sid) in [(acc, SessionId::random()), (other, s1.id)] {
+        let got = store
+            .create_job(
+                acct,
+                &SessionRef::Id(sid),
+                new_job(acct, "scrape", json!({}), None, None),
+                None,
+                Box::new(|job: &mut Job, _s: &mut Session, _p: Option<&Job>| {
+                    Ok(vec![job.created_event()])
+                }),
+            )
+            .await
+            .unwrap();
+        assert!(got.is_none());
+    }
+    // A rejected decision writes nothing.
+    let err = store
+        .create_job(
+            acc,
+            &SessionRef::Id(s1.id),
+            new_job(acc, "scrape", json!({}), None, None),
+            Some(past),
+            Box::new(|job: &mut Job, s: &mut Session, _p: Option<&Job>| {
+                s.title = Some("half-done".into());
+                job.status = JobStatus::Running;
+                Err(Error::conflict(codes::SESSION_CLOSED, "no"))
+            }),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Rejected(ref e) if e.code == codes::SESSION_CLOSED));
+    assert_eq!(store.list_jobs(s1.id).await.unwrap(), before_jobs);
+    assert_eq!(events(&store, s1.id).await, before_events);
+    assert_eq!(
+        store
+            .get_session(acc, &SessionRef::Id(s1.id))
+            .await
+            .unwrap()
+            .unwrap()
+            .title,
+        s1.title
+    );
+    // Lists are oldest first.
+    let listed = store.list_jobs(s1.id).await.unwrap();
+    assert!(listed
+        .windows(2)
+        .all(|w| w[0].created_at <= w[1].created_at));
+    assert_eq!(listed[0].id, j1.id);
+}
+
+pub async fn jobs_claim_hands_each_job_to_exactly_one_claimer(store: Arc<dyn Store>) {
+    const JOBS: usize = 60;
+    const CLAIMERS: usize = 8;
+    let acc = account(&store).await;
+    let other = account(&store).await;
+    let s = insert(&store, new_session(acc, None, Timestamp::now())).await;
+    let os = insert(&store, new_session(other, None, Timestamp::now())).await;
+
+    // Oldest first, and only the named types.
+    let (a, _, _) = create_job(
+        &store,
+        acc,
+        s.id,
+        new_job(acc, "ord", json!({"n": 1}), None, None),
+        None,
+    )
+    .await;
+    let (b, _, _) = create_job(
+        &store,
+        acc,
+        s.id,
+        new_job(acc, "ord", json!({"n": 2}), None, None),
+        None,
+    )
+    .await;
+    assert!(
+        claim_one(&store, acc, &[], 60, Timestamp::now())
+            .await
+            .is_none(),
+        "no types"
+    );
+    assert!(claim_one(&store, acc, &["nope"], 60, Timestamp::now())
+        .await
+        .is_none());
+    assert!(
+        claim_one(&store, other, &["ord"], 60, Timestamp::now())
+            .await
+            .is_none(),
+        "other account"
+    );
+    let (c1, cs) = claim_one(&store, acc, &["x", "ord"], 60, Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(c1.id, a.id);
+    assert_eq!(c1.status, JobStatus::Running);
+    assert_eq!(c1.attempts, 1);
+    assert!(c1.lease_id.is_some());
+    assert_eq!(cs.id, s.id);
+    assert_eq!(store.get_job(acc, a.id).await.unwrap(), Some(c1.clone()));
+    let (c2, _) = claim_one(&store, acc, &["ord"], 60, Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(c2.id, b.id);
+    assert!(claim_one(&store, acc, &["ord"], 60, Timestamp::now())
+        .await
+        .is_none());
+    let kinds: Vec<String> = events(&store, s.id)
+        .await
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            "session.created",
+            "job.queued",
+            "job.queued",
+            "job.running",
+            "job.running"
+        ]
+    );
+
+    let mut created = std::collections::HashSet::new();
+    for i in 0..JOBS {
+        let (j, _, _) = create_job(
+            &store,
+            acc,
+            s.id,
+            new_job(acc, "w", json!({"i": i}), None, None),
+            None,
+        )
+        .await;
+        created.insert(j.id);
+    }
+    let (decoy, _, _) = create_job(
+        &store,
+        acc,
+        s.id,
+        new_job(acc, "other", json!({}), None, None),
+        None,
+    )
+    .await;
+    let (foreign, _, _) = create_job(
+        &store,
+        other,
+        os.id,
+        new_job(other, "w", json!({}), None, None),
+        None,
+    )
+    .await;
+
+    let start = Arc::new(tokio::sync::Barrier::new(CLAIMERS));
+    let mut tasks = Vec::new();
+    for _ in 0..CLAIMERS {
+        let store = store.clone();
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let mut got = Vec::new();
+            while let Some((j, _)) = claim_one(&store, acc, &["w"], 60, Timestamp::now()).await {
+                got.push(j);
+            }
+            got
+        }));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut leases = std::collections::HashSet::new();
+    for t in tasks {
+        for j in t.await.unwrap() {
+            assert!(seen.insert(j.id), "job {} was handed out twice", j.id);
+            assert!(leases.insert(j.lease_id.unwrap()), "a lease id was reused");
+            assert_eq!(j.kind, "w");
+            assert_eq!(j.attempts, 1);
+        }
+    }
+    assert_eq!(seen, created, "every queued job was claimed exactly once");
+    for j in store.list_jobs(s.id).await.unwrap() {
+        if j.id == decoy.id {
+            assert_eq!(j.status, JobStatus::Queued, "another type is not claimed");
+        } else {
+            assert_eq!(j.status, JobStatus::Running);
+            assert_eq!(j.attempts, 1);
+        }
+    }
+    assert_eq!(
+        store
+            .get_job(other, foreign.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        JobStatus::Queued,
+        "another account's job is not claimed"
+    );
+}
+
+pub async fn jobs_claim_skips_closed_and_expired_sessions(store: Arc<dyn Store>) {
+    let acc = account(&store).await;
+    let closed = insert(&store, new_session(acc, None, Timestamp::now())).await;
+    create_job(
+        &store,
+        acc,
+        closed.id,
+        new_job(acc, "t", json!({"s": "closed"}), None, None),
+        None,
+    )
+    .await;
+    store
+        .update_session(
+            acc,
+            &SessionRef::Id(closed.id),
+            Box::new(|s: &mut Session| Ok(s.close(None, Timestamp::now()).into_iter().collect())),
+        )
+        .await
+        .unwrap();
+    assert!(
+        claim_one(&store, acc, &["t"], 60, Timestamp::now())
+            .await
+            .is_none(),
+        "a closed session's queued job is not handed out"
+    );
+    let mut expiring = new_session(acc, None, Timestamp::now());
+    expiring.expires_at = Some(Timestamp::now().plus_seconds(1));
+    let expiring = insert(&store, expiring).await;
+    let (j, _, _) = create_job(
+        &store,
+        acc,
+        expiring.id,
+        new_job(acc, "t", json!({"s": "expired"}), None, None),
+        None,
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let got = claim_one(&store, acc, &["t"], 60, Timestamp::now()).await;
+    assert!(
+        got.is_none(),
+        "claim_job takes jobs of active sessions only (trait doc), but handed out {} of an \
+         expired session",
+        j.id
+    );
+}
+
+pub async fn jobs_update_not_found_unchanged_and_rejected(store: Arc<dyn Store>) {
+    let acc = account(&store).await;
+    let other = account(&store).await;
+    let s = insert(&store, new_session(acc, None, Timestamp::now())).await;
+    let (j, _, _) = create_job(
+        &store,
+        acc,
+        s.id,
+        new_job(acc, "t", json!({}), Some("k"), None),
+        None,
+    )
+    .await;
+    let noop = || -> JobUpdate { Box::new(|_j: &mut Job, _s: &mut Session| Ok(vec![])) };
+
+    assert_eq!(
+        store
+            .update_job(acc, JobId::random(), noop())
+            .await
+            .unwrap(),
+        UpdateJob::NotFound
+    );
+    assert_eq!(
+        store.update_job(other, j.id, noop()).await.unwrap(),
+        UpdateJob::NotFound,
+        "another account's job"
+    );
+    let before_events = events(&store, s.id).await;
+    // No events: nothing is written, even if the closure touched the job.
+    let out = store
+        .update_job(
+            acc,
+            j.id,
+            Box::new(|job: &mut Job, s: &mut Session| {
+                job.progress = Some(json!({"touched": true}));
+                s.title = Some("touched".into());
+                Ok(vec![])
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, UpdateJob::Unchanged(j.clone()));
+    assert_eq!(store.get_job(acc, j.id).await.unwrap(), Some(j.clone()));
+    assert_eq!(
+        store
+            .get_session(acc, &SessionRef::Id(s.id))
+            .await
+            .unwrap()
+            .unwrap(),
+        s
+    );
+    assert_eq!(events(&store, s.id).await, before_events);
+    // A rejected change writes nothing.
+    let err = store
+        .update_job(
+            acc,
+            j.id,
+            Box::new(|job: &mut Job, _s: &mut Session| {
+                job.heartbeat(uuid::Uuid::new_v4(), Some(json!(1)), Timestamp::now())
+            }),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Rejected(ref e) if e.code == codes::LEASE_LOST));
+    assert_eq!(store.get_job(acc, j.id).await.unwrap(), Some(j.clone()));
+    assert_eq!(events(&store, s.id).await, before_events);
+
+    // Updated: the job as stored, with its session.
+    let (claimed, _) = claim_one(&store, acc, &["t"], 30, Timestamp::now())
+        .await
+        .unwrap();
+    let lease = claimed.lease_id.unwrap();
+    let out = store
+        .update_job(
+            acc,
+            j.id,
+            Box::new(move |job: &mut Job, _s: &mut Session| {
+                job.heartbeat(lease, Some(json!({"pct": 50})), Timestamp::now())
+            }),
+        )
+        .await
+        .unwrap();
+    let UpdateJob::Updated(hb, hs) = out else {
+        panic!("expected Updated, got {out:?}");
+    };
+    assert_eq!(hb.progress, Some(json!({"pct": 50})));
+    assert_eq!(hs.id, s.id);
+    assert_eq!(store.get_job(acc, j.id).await.unwrap(), Some(hb.clone()));
+    let ev = events(&store, s.id).await;
+    assert_eq!(ev.last().unwrap()["type"], "job.progress");
+    assert_eq!(ev.last().unwrap()["progress"], json!({"pct": 50}));
+    // A silent change (a lease extension) is written but not recorded.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let out = store
+        .update_job(
+            acc,
+            j.id,
+            Box::new(move |job: &mut Job, _s: &mut Session| {
+                job.heartbeat(lease, None, Timestamp::now())
+            }),
+        )
+        .await
+        .unwrap();
+    let UpdateJob::Updated(hb2, _) = out else {
+        panic!("expected Updated, got {out:?}");
+    };
+    assert!(hb2.lease_expires_at > hb.lease_expires_at, "lease extended");
+    assert_eq!(store.get_job(acc, j.id).await.unwrap(), Some(hb2.clone()));
+    assert_eq!(events(&store, s.id).await.len(), ev.len(), "not recorded");
+
+    // Completion writes job, session (output key) and both events together.
+    let out = complete_job(&store, acc, j.id, lease, json!({"r": 1}))
+        .await
+        .unwrap();
+    let UpdateJob::Updated(done, ds) = out else {
+        panic!("expected Updated, got {out:?}");
+    };
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(ds.data["k"], json!({"r": 1}));
+    assert_eq!(ds.version, s.version + 1);
+    assert_eq!(
+        store
+            .get_session(acc, &SessionRef::Id(s.id))
+            .await
+            .unwrap()
+            .unwrap(),
+        ds
+    );
+    let ev = events(&store, s.id).await;
+    let n = ev.len();
+    assert_eq!(ev[n - 2]["type"], "job.succeeded");
+    assert_eq!(ev[n - 1]["type"], "session.patched");
+    // Cancelling a finished job changes nothing.
+    let out = store
+        .update_job(
+            acc,
+            j.id,
+            Box::new(|job: &mut Job, _s: &mut Session| {
+                Ok(job.cancel(Timestamp::now()).into_iter().collect())
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out, UpdateJob::Unchanged(done.clone()));
+    assert_eq!(events(&store, s.id).await.len(), n);
+}
+
+pub async fn jobs_expired_leases(store: Arc<dyn Store>) {
+    let acc = account(&store).await;
+    let other = account(&store).await;
+    let s = insert(&store, new_session(acc, None, Timestamp::now())).await;
+    let os = insert(&store, new_session(other, None, Timestamp::now())).await;
+    let now = Timestamp::now();
+    let (a, _, _) = create_job(
+        &store,
+        acc,
+        s.id,
+        new_job(acc, "a", json!({}), None, Some(2)),
+        None,
+    )
+    .await;
+    let (b, _, _) = create_job(
+        &store,
+        other,
+        os.id,
+        new_job(other, "b", json!({}), None, None),
+        None,
+    )
+    .await;
+    let (c, _, _) = create_job(
+        &store,
+        acc,
+        s.id,
+        new_job(acc, "c", json!({}), None, None),
+        None,
+    )
+    .await;
+    let (d, _, _) = create_job(
+        &store,
+        acc,
+        s.id,
+        new_job(acc, "d", json!({}), None, None),
+        None,
+    )
+    .await;
+    let (f, _, _) = create_job(
+        &store,
+        acc,
+        s.id,
+        new_job(acc, "f", json!({}), None, Some(1)),
+        None,
+    )
+    .await;
+    // a: claimed 20 s ago for 5 s; b (another account): 10 s ago for 5 s; c: now for 60 s;
+    // d stays queued; f: 20 s ago for 5 s, its only attempt.
+    let (ca, _) = claim_one(&store, acc, &["a"], 5, now.plus_seconds(-20))
+        .await
+        .unwrap();
+    claim_one(&store, other, &["b"], 5, now.plus_seconds(-10))
+        .await
+        .unwrap();
+    claim_one(&store, acc, &["c"], 60, now).await.unwrap();
+    claim_one(&store, acc, &["f"], 5, now.plus_seconds(-20))
+        .await
+        .unwrap();
+    let _ = d;
+
+    let mut got = store.expired_leases(now, 10).await.unwrap();
+    got.sort_by_key(|(_, id)| *id.as_uuid());
+    let mut want = vec![(acc, a.id), (other, b.id), (acc, f.id)];
+    want.sort_by_key(|(_, id)| *id.as_uuid());
+    assert_eq!(got, want, "running jobs whose lease ended, across accounts");
+    assert_eq!(
+        store.expired_leases(now, 2).await.unwrap().len(),
+        2,
+        "limit"
+    );
+    assert!(
+        store
+            .expired_leases(now.plus_seconds(-30), 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "no lease had ended 30 s ago"
+    );
+    assert_eq!(
+        store
+            .expired_leases(now.plus_seconds(120), 10)
+            .await
+            .unwrap()
+            .len(),
+        4,
+        "in two minutes c's lease has ended too"
+    );
+
+    let expire = |id: JobId, account: AccountId| {
+        let store = store.clone();
+        async move {
+            store
+                .update_job(
+                    account,
+                    id,
+                    Box::new(move |job: &mut Job, s: &mut Session| {
+                        Ok(job.expire(s, now).into_iter().collect())
+                    }),
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let UpdateJob::Updated(ea, _) = expire(a.id, acc).await else {
+        panic!("a's lease had ended");
+    };
+    assert_eq!(
+        ea.status,
+        JobStatus::Queued,
+        "attempts remain: back to the queue"
+    );
+    assert_eq!(ea.attempts, 1);
+    assert_eq!(ea.lease_id, None);
+    assert_eq!(ea.error.as_ref().unwrap()["code"], "lease_expired");
+    let UpdateJob::Updated(ef, _) = expire(f.id, acc).await else {
+        panic!("f's lease had ended");
+    };
+    assert_eq!(ef.status, JobStatus::Failed, "no attempt left");
+    assert!(ef.finished_at.is_some());
+    assert!(
+        matches!(expire(c.id, acc).await, UpdateJob::Unchanged(_)),
+        "c's lease is live"
+    );
+    assert_eq!(
+        store.expired_leases(now, 10).await.unwrap(),
+        vec![(other, b.id)]
+    );
+    let ev = events(&store, s.id).await;
+    let kinds: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(kinds.ends_with(&["job.queued", "job.failed"]), "{kinds:?}");
+    // The old lease is gone.
+    let err = complete_job(&store, acc, a.id, ca.lease_id.unwrap(), json!(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Rejected(ref e) if e.code == codes::LEASE_LOST));
+    // The requeued job is claimable again, with a new lease.
+    let (again, _) = claim_one(&store, acc, &["a"], 60, Timestamp::now())
+        .await
+        .unwrap();
+    assert_eq!(again.id, a.id);
+    assert_eq!(again.attempts, 2);
+    assert_ne!(again.lease_id, ca.lease_id);
+}
+
+pub async fn jobs_delete_session_removes_them(store: Arc<dyn Store>) {
+    let acc = account(&store).await;
+    let s = insert(&store, new_session(acc, None, Timestamp::now())).await;
+    let keep = insert(&store, new_session(acc, None, Timestamp::now())).await;
+    let (done, _, _) = create_job(
+        &store,
+        acc,
+        s.id,
+        new_job(acc, "t", json!({"x": 1}), None, None),
+        None,
+    )
+    .await;
+    run_to_success(&store, acc, &done, json!("r")).await;
+    let (queued, _, _) = create_job(
+        &store,
+        acc,
+        s.id,
+        new_job(acc, "t", json!({"x": 2}), None, None),
+        None,
+    )
+    .await;
+    let (kept, _, _) = create_job(
+        &store,
+        acc,
+        keep.id,
+        new_job(acc, "k", json!({}), None, None),
+        None,
+    )
+    .await;
+    assert_eq!(
+        store
+            .delete_session(acc, &SessionRef::Id(s.id))
+            .await
+            .unwrap(),
+        Some(s.id)
+    );
+    for id in [done.id, queued.id] {
+        assert_eq!(store.get_job(acc, id).await.unwrap(), None);
+        assert_eq!(
+            store
+                .update_job(
+                    acc,
+                    id,
+                    Box::new(|_j: &mut Job, _s: &mut Session| Ok(vec![]))
+                )
+                .await
+                .unwrap(),
+            UpdateJob::NotFound
+        );
+    }
+    assert!(store.list_jobs(s.id).await.unwrap().is_empty());
+    assert!(claim_one(&store, acc, &["t"], 60, Timestamp::now())
+        .await
+        .is_none());
+    let (_, _, offered) = create_job(
+        &store,
+        acc,
+        keep.id,
+        new_job(acc, "t", json!({"x": 1}), None, None),
+        Some(Timestamp::now().plus_seconds(-3600)),
+    )
+    .await;
+    assert_eq!(offered, None, "a deleted session's job is not reused");
+    assert_eq!(store.get_job(acc, kept.id).await.unwrap(), Some(kept));
 }

@@ -262,7 +262,7 @@ impl JobService {
         self.update(
             account,
             id,
-            Box::new(move |job: &mut Job, _s: &mut Session| job.fail(lease, error, retry, now)),
+            Box::new(move |job: &mut Job, s: &mut Session| job.fail(s, lease, error, retry, now)),
         )
         .await
     }
@@ -313,14 +313,19 @@ impl JobService {
         let expired = self.store.expired_leases(now, 1000).await?;
         let n = expired.len();
         for (account, id) in expired {
-            self.update(
-                account,
-                id,
-                Box::new(move |job: &mut Job, _s: &mut Session| {
-                    Ok(job.expire(now).into_iter().collect())
-                }),
-            )
-            .await?;
+            // One job that cannot be updated must not hold up the others.
+            if let Err(e) = self
+                .update(
+                    account,
+                    id,
+                    Box::new(move |job: &mut Job, s: &mut Session| {
+                        Ok(job.expire(s, now).into_iter().collect())
+                    }),
+                )
+                .await
+            {
+                tracing::warn!(job = %id, error = %e, "cannot expire a lease");
+            }
         }
         Ok(n)
     }
