@@ -9,9 +9,11 @@ use serde_json::{Map, Value};
 use url::Url;
 
 pub use follow::{Follow, FollowEvent, FollowFrom, Reconnect};
+pub use jobs::{ClaimedJob, CreateJob, Job};
 pub use reqwest::Method;
 
 mod follow;
+mod jobs;
 mod sse;
 
 /// Everything a call can fail with. `Display` is a one-line message a person can act on.

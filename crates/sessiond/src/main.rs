@@ -70,6 +70,20 @@ enum Commands {
         #[command(subcommand)]
         cmd: cli::TokensCmd,
     },
+    /// Create, inspect and cancel a session's jobs.
+    Jobs {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        cmd: cli::JobsCmd,
+    },
+    /// Run jobs: claim them and run a shell command for each (stops cleanly on SIGTERM/SIGINT).
+    Worker {
+        #[command(flatten)]
+        args: cli::WorkerArgs,
+        #[command(flatten)]
+        client: cli::ClientArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -91,6 +105,8 @@ fn main() -> ExitCode {
             Commands::Append { client, args } => cli::run_append(&client, args).await,
             Commands::Channels { client, args } => cli::run_channels(&client, args).await,
             Commands::Tokens { client, cmd } => cli::run_tokens(&client, cmd).await,
+            Commands::Jobs { client, cmd } => cli::run_jobs(&client, cmd).await,
+            Commands::Worker { client, args } => cli::run_worker(&client, args).await,
         }
     });
     match result {

@@ -1,5 +1,5 @@
-//! The CLI client: `sessiond sessions|accounts|keys|tail|append|channels|tokens …` against a
-//! running server.
+//! The CLI client: `sessiond sessions|accounts|keys|tail|append|channels|tokens|jobs|worker …`
+//! against a running server.
 
 use std::io::Read;
 
@@ -9,12 +9,16 @@ use serde_json::{Map, Value};
 use sessiond_client::{Client, CreateSession, ListSessions, Session};
 
 mod channels;
+mod jobs;
 mod output;
+mod worker;
 
 pub use channels::{
     run_append, run_channels, run_tail, run_tokens, AppendArgs, ChannelsArgs, TailArgs,
     TokensCmd,
 };
+pub use jobs::{run_jobs, JobsCmd};
+pub use worker::{run_worker, WorkerArgs};
 
 /// How to reach the server; shared by every client command.
 #[derive(Args, Debug, Clone)]
