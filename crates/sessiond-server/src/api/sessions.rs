@@ -396,6 +396,8 @@ fn parse_list_query(query: Option<&str>) -> Result<ListRequest, Error> {
                     })?;
             }
             "cursor" => req.cursor = Some(Cursor::decode(&value)?),
+            // A credential, consumed by authentication.
+            "token" => {}
             "include" => {
                 for part in value.split(',').map(str::trim) {
                     match part {

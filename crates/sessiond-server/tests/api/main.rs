@@ -3,7 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accounts;
+mod channels;
 mod common;
 mod concurrency;
+mod jobs;
 mod ops;
 mod sessions;
+mod tokens;
