@@ -404,7 +404,13 @@ impl Job {
         Ok(vec![self.failed_attempt(session, error, retry, now)])
     }
 
-    fn failed_attempt(&mut self, session: &Session, error: Value, retry: bool, now: Timestamp) -> Event {
+    fn failed_attempt(
+        &mut self,
+        session: &Session,
+        error: Value,
+        retry: bool,
+        now: Timestamp,
+    ) -> Event {
         self.error = Some(error);
         if !session.is_active(now) {
             // Nothing claims jobs of a closed session: a retry would wait for ever.
@@ -545,7 +551,8 @@ mod tests {
         let mut j = job();
         j.claim(None, 10, now);
         s.close(None, now);
-        j.fail(&s, j.lease_id.unwrap(), json!("x"), true, now).unwrap();
+        j.fail(&s, j.lease_id.unwrap(), json!("x"), true, now)
+            .unwrap();
         assert_eq!(j.status, JobStatus::Cancelled);
     }
 

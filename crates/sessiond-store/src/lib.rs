@@ -8,9 +8,9 @@
 use async_trait::async_trait;
 use sessiond_core::account::{Account, ApiKey};
 use sessiond_core::channel::{AppendResult, ChannelInfo, NewRecord, Record};
-use sessiond_core::event::Event;
 use sessiond_core::chat::{Chat, ChatId, Message, NewMessage};
 use sessiond_core::document::{Chunk, Document, DocumentId, NewChunk, SearchHit};
+use sessiond_core::event::Event;
 use sessiond_core::ids::SessionRef;
 use sessiond_core::job::Job;
 use sessiond_core::session::{Session, SessionQuery};
@@ -116,7 +116,12 @@ pub struct DocumentReuse {
 /// reuse was asked for), it returns the events to record and, when it decided to reuse, the
 /// document whose chunks are copied under the new one.
 pub type DocumentCreate = Box<
-    dyn FnOnce(&mut Document, &mut Job, &Session, Option<&Document>) -> Result<DocumentDecision, Error>
+    dyn FnOnce(
+            &mut Document,
+            &mut Job,
+            &Session,
+            Option<&Document>,
+        ) -> Result<DocumentDecision, Error>
         + Send,
 >;
 

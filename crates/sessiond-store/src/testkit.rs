@@ -998,7 +998,13 @@ pub async fn jobs_create_with_and_without_reuse(store: Arc<dyn Store>) {
             acc,
             f.id,
             Box::new(move |job: &mut Job, s: &mut Session| {
-                job.fail(s, lease, json!({"message": "boom"}), false, Timestamp::now())
+                job.fail(
+                    s,
+                    lease,
+                    json!({"message": "boom"}),
+                    false,
+                    Timestamp::now(),
+                )
             }),
         )
         .await

@@ -8,7 +8,11 @@ mod cli;
 mod serve;
 
 #[derive(Parser)]
-#[command(name = "sessiond", version, about = "A durable session server for AI agents and LLM pipelines")]
+#[command(
+    name = "sessiond",
+    version,
+    about = "A durable session server for AI agents and LLM pipelines"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Commands,
@@ -88,7 +92,10 @@ enum Commands {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -59,7 +59,10 @@ fn token_secret(args: &ServeArgs) -> anyhow::Result<Vec<u8>> {
     let path = args.data_dir.join("token.secret");
     match std::fs::read_to_string(&path) {
         Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
-        Ok(_) => bail!("{} is shorter than 32 characters; delete it to generate a new one", path.display()),
+        Ok(_) => bail!(
+            "{} is shorter than 32 characters; delete it to generate a new one",
+            path.display()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }

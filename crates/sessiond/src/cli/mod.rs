@@ -14,8 +14,7 @@ mod output;
 mod worker;
 
 pub use channels::{
-    run_append, run_channels, run_tail, run_tokens, AppendArgs, ChannelsArgs, TailArgs,
-    TokensCmd,
+    run_append, run_channels, run_tail, run_tokens, AppendArgs, ChannelsArgs, TailArgs, TokensCmd,
 };
 pub use jobs::{run_jobs, JobsCmd};
 pub use worker::{run_worker, WorkerArgs};
