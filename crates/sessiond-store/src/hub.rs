@@ -28,6 +28,12 @@ pub struct Signal {
     pub deleted: bool,
 }
 
+/// Commits that finished out of order and wait for the ones before them.
+const PENDING_MAX: usize = 256;
+/// How long a gap may stay open before readers stop trusting memory (the commit that fills it
+/// may never be published, e.g. when its request was abandoned).
+const GAP_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
+
 #[derive(Default)]
 struct Tail {
     /// The channel's last seq as far as this hub knows; `None` when it cannot be trusted.
@@ -35,12 +41,47 @@ struct Tail {
     /// Contiguous records ending at `head` (when non-empty).
     ring: VecDeque<Arc<Record>>,
     bytes: usize,
+    /// Published batches beyond `head + 1`, by first seq, with when they arrived: concurrent
+    /// commits reach the hub in any order.
+    pending: std::collections::BTreeMap<i64, (Vec<Arc<Record>>, std::time::Instant)>,
 }
 
 impl Tail {
     fn clear(&mut self) {
         self.ring.clear();
         self.bytes = 0;
+        self.pending.clear();
+    }
+
+    fn forget(&mut self) {
+        self.clear();
+        self.head = None;
+    }
+
+    /// Appends a contiguous batch that starts right after `head`, then any pending batches that
+    /// now follow.
+    fn extend(&mut self, records: Vec<Arc<Record>>) {
+        let mut next = Some(records);
+        while let Some(batch) = next.take() {
+            if let Some(last) = batch.last() {
+                self.head = Some(last.seq);
+            }
+            for r in batch {
+                self.push(r);
+            }
+            let want = self.head.map(|h| h + 1);
+            if let Some(want) = want {
+                next = self.pending.remove(&want).map(|(b, _)| b);
+            }
+        }
+    }
+
+    /// Whether a gap has been waiting too long for the commit that fills it.
+    fn stale_gap(&self) -> bool {
+        self.pending
+            .values()
+            .next()
+            .is_some_and(|(_, at)| at.elapsed() > GAP_PATIENCE)
     }
 
     fn push(&mut self, r: Arc<Record>) {
@@ -144,17 +185,18 @@ impl Subscription {
         let Some(head) = tail.head else {
             return Fetch::Storage;
         };
+        if tail.stale_gap() {
+            return Fetch::Storage;
+        }
         if head <= after {
             return Fetch::UpToDate;
         }
         match tail.ring.front() {
-            Some(first) if first.seq <= after + 1 => Fetch::Records(
-                tail.ring
-                    .iter()
-                    .filter(|r| r.seq > after)
-                    .cloned()
-                    .collect(),
-            ),
+            // The ring is contiguous, so the first wanted record is at a computed index.
+            Some(first) if first.seq <= after + 1 => {
+                let skip = usize::try_from(after + 1 - first.seq).unwrap_or(0);
+                Fetch::Records(tail.ring.iter().skip(skip).cloned().collect())
+            }
             _ => Fetch::Storage,
         }
     }
@@ -179,9 +221,16 @@ impl Subscription {
         }
         // The ring must end at the head; records it lacks are in storage only.
         if tail.ring.back().is_some_and(|r| r.seq != last_seq) {
-            tail.clear();
+            tail.ring.clear();
+            tail.bytes = 0;
         }
         tail.head = Some(last_seq);
+        // Pending batches at or below the head are in storage, and so seen; later ones may
+        // now follow on.
+        tail.pending = std::mem::take(&mut tail.pending).split_off(&(last_seq + 1));
+        if let Some((batch, _)) = tail.pending.remove(&(last_seq + 1)) {
+            tail.extend(batch);
+        }
     }
 }
 
@@ -199,8 +248,7 @@ impl Drop for Subscription {
 
 fn forget_all(tails: &mut HashMap<String, Tail>) {
     for t in tails.values_mut() {
-        t.clear();
-        t.head = None;
+        t.forget();
     }
 }
 
@@ -253,8 +301,7 @@ impl Hub {
                 if let Some(t) = tails.get_mut(&channel) {
                     if t.head.is_none_or(|h| last_seq > h) {
                         // Records this node has not seen: only storage has them.
-                        t.clear();
-                        t.head = None;
+                        t.forget();
                     }
                 }
             }),
@@ -311,19 +358,23 @@ impl Hub {
             let Some(tail) = tails.get_mut(channel) else {
                 return;
             };
-            let contiguous = tail.head.is_some_and(|h| {
-                records.first().is_some_and(|f| f.seq == h + 1)
-                    && records.last().is_some_and(|l| l.seq == last_seq)
-            });
-            if contiguous {
-                for r in records {
-                    tail.push(r);
-                }
-                tail.head = Some(last_seq);
-            } else if tail.head.is_none_or(|h| last_seq > h) {
-                // A gap (commits published out of order): only storage can tell.
-                tail.clear();
-                tail.head = None;
+            let Some(head) = tail.head else {
+                return;
+            };
+            let (Some(first), Some(last)) = (records.first(), records.last()) else {
+                return;
+            };
+            if last.seq != last_seq || last_seq <= head {
+                // Not this batch's head, or already seen: nothing to learn.
+                return;
+            }
+            if first.seq == head + 1 {
+                tail.extend(records);
+            } else if first.seq > head + 1 && tail.pending.len() < PENDING_MAX {
+                tail.pending
+                    .insert(first.seq, (records, std::time::Instant::now()));
+            } else {
+                tail.forget();
             }
         });
     }
@@ -341,8 +392,7 @@ impl Hub {
     fn local_channel_changed(&self, session: SessionId, channel: &str) {
         self.signal(session, |tails, _| {
             if let Some(t) = tails.get_mut(channel) {
-                t.clear();
-                t.head = None;
+                t.forget();
             }
         });
     }
@@ -519,28 +569,35 @@ mod tests {
         assert_eq!(seqs(sub.fetch("in", 2)), Some(vec![3, 4]));
         assert_eq!(seqs(sub.fetch("in", 3)), Some(vec![4]));
         assert!(matches!(sub.fetch("in", 4), Fetch::UpToDate));
-        // Out of order: 6 commits before 5 is published.
+        // Out of order: 6 is published before 5; it waits for 5, then both follow.
         hub.appended(s, "in", vec![rec(6)], 6);
-        assert!(matches!(sub.fetch("in", 4), Fetch::Storage));
-        hub.appended(s, "in", vec![rec(5)], 5);
         assert!(
-            matches!(sub.fetch("in", 4), Fetch::Storage),
-            "a late publish never rewinds"
+            matches!(sub.fetch("in", 4), Fetch::UpToDate),
+            "6 waits for 5"
         );
-        // A detail-less change sends everyone to storage.
-        sub.observe_head("in", 6, sub.changes());
-        hub.appended(s, "in", vec![rec(7)], 7);
-        assert_eq!(seqs(sub.fetch("in", 6)), Some(vec![7]));
-        hub.changed(s);
+        hub.appended(s, "in", vec![rec(5)], 5);
+        assert_eq!(seqs(sub.fetch("in", 4)), Some(vec![5, 6]));
+        // A gap that is never filled stops being trusted after a while.
+        hub.appended(s, "in", vec![rec(8)], 8);
+        assert!(matches!(sub.fetch("in", 6), Fetch::UpToDate));
+        std::thread::sleep(GAP_PATIENCE + std::time::Duration::from_millis(20));
         assert!(matches!(sub.fetch("in", 6), Fetch::Storage));
+        // Storage says 8: the head moves on and memory is trusted again.
+        sub.observe_head("in", 8, sub.changes());
+        assert!(matches!(sub.fetch("in", 8), Fetch::UpToDate));
+        hub.appended(s, "in", vec![rec(9)], 9);
+        assert_eq!(seqs(sub.fetch("in", 8)), Some(vec![9]));
+        // A detail-less change sends everyone to storage.
+        hub.changed(s);
+        assert!(matches!(sub.fetch("in", 9), Fetch::Storage));
         // Another node appended.
-        sub.observe_head("in", 7, sub.changes());
+        sub.observe_head("in", 9, sub.changes());
         hub.channel_changed(s, "in");
-        assert!(matches!(sub.fetch("in", 7), Fetch::Storage));
+        assert!(matches!(sub.fetch("in", 9), Fetch::Storage));
         // A signal between reading the counter and observing keeps the head unknown.
         let before = sub.changes();
         hub.changed(s);
-        sub.observe_head("in", 7, before);
-        assert!(matches!(sub.fetch("in", 7), Fetch::Storage));
+        sub.observe_head("in", 9, before);
+        assert!(matches!(sub.fetch("in", 9), Fetch::Storage));
     }
 }
