@@ -45,6 +45,14 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSIOND_MAX_BODY_BYTES", default_value_t = sessiond_core::limits::JSON_BODY_DEFAULT_BYTES)]
     pub max_body_bytes: usize,
 
+    /// Largest document upload, in bytes.
+    #[arg(long, env = "SESSIOND_MAX_UPLOAD_BYTES", default_value_t = sessiond_core::limits::UPLOAD_DEFAULT_BYTES)]
+    pub max_upload_bytes: usize,
+
+    /// Documents processed at once on this node (0 leaves processing to other nodes).
+    #[arg(long, env = "SESSIOND_DOCUMENT_PROCESSORS", default_value_t = 2)]
+    pub document_processors: usize,
+
     /// Number of SQLite read connections.
     #[arg(long, env = "SESSIOND_SQLITE_READERS", default_value_t = 4)]
     pub sqlite_readers: usize,

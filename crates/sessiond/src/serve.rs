@@ -139,6 +139,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             token_secret: Some(token_secret(&args)?),
             job_reuse_window_seconds: args.job_reuse_window,
+            max_upload_bytes: args.max_upload_bytes,
+            document_processors: args.document_processors,
         },
     )
     .await
