@@ -108,3 +108,33 @@ pub fn revoke_key(conn: &Connection, id: KeyId, at: Timestamp) -> Result<bool, S
     .map(|n| n > 0)
     .map_err(internal)
 }
+
+pub fn store_seal(conn: &Connection, key: KeyId, sealed: &[u8]) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO api_key_seals (key_id, sealed) VALUES (?1, ?2)
+         ON CONFLICT (key_id) DO UPDATE SET sealed = excluded.sealed",
+        params![key.as_uuid(), sealed],
+    )
+    .map(|_| ())
+    .map_err(|e| match e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+        {
+            Error::not_found(codes::KEY_NOT_FOUND, format!("Key {key} not found")).into()
+        }
+        e => internal(e),
+    })
+}
+
+pub fn seals(conn: &Connection, account: AccountId) -> Result<Vec<Vec<u8>>, StoreError> {
+    conn.prepare_cached(
+        "SELECT s.sealed FROM api_key_seals s JOIN api_keys k ON k.id = s.key_id
+         WHERE k.account_id = ?1 AND k.revoked_at IS NULL
+         ORDER BY k.created_at, k.id",
+    )
+    .and_then(|mut st| {
+        st.query_map(params![account.as_uuid()], |r| r.get::<_, Vec<u8>>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+    })
+    .map_err(internal)
+}

@@ -6,7 +6,8 @@
 //! read-only connections on their own threads. WAL mode lets readers run while the writer commits.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use async_trait::async_trait;
@@ -77,7 +78,32 @@ pub struct SqliteStore {
     writer: mpsc::Sender<WriteMsg>,
     readers: flume::Sender<ReadMsg>,
     reader_count: usize,
+    checkpointer: flume::Sender<()>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// How often the checkpointer copies committed WAL frames into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+/// Past this many WAL frames the writer restarts the WAL itself between two batches (a
+/// background checkpoint can never catch up with a writer that never pauses, so the WAL would
+/// only grow).
+const WAL_RESTART_FRAMES: u64 = 8192;
+
+/// Checkpoints from its own connection, so that copying pages into the database file (and its
+/// fsync) never runs inside a commit that requests are waiting on. PASSIVE never blocks the
+/// writer or readers; the WAL restarts from the beginning once it has been fully copied.
+fn checkpointer_loop(conn: Connection, stop: flume::Receiver<()>, frames: Arc<AtomicU64>) {
+    loop {
+        match stop.recv_timeout(CHECKPOINT_EVERY) {
+            Err(flume::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        // (busy, frames in the WAL, frames copied)
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+            Ok(n) => frames.store(u64::try_from(n).unwrap_or(0), Ordering::Relaxed),
+            Err(e) => tracing::warn!(error = %e, "background checkpoint failed"),
+        }
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> StoreError {
@@ -113,13 +139,31 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         configure(&conn, &opts).map_err(internal)?;
         schema::migrate(&mut conn)?;
+        // Commits never checkpoint; the checkpointer thread does (see `checkpointer_loop`).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(internal)?;
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+            .map_err(internal)?;
 
         let mut threads = Vec::new();
+        let checkpoint_conn = Connection::open(&path).map_err(internal)?;
+        configure(&checkpoint_conn, &opts).map_err(internal)?;
+        let (stop_tx, stop_rx) = flume::bounded::<()>(1);
+        let frames = Arc::new(AtomicU64::new(0));
+        threads.push(
+            std::thread::Builder::new()
+                .name("sqlite-checkpoint".into())
+                .spawn({
+                    let frames = frames.clone();
+                    move || checkpointer_loop(checkpoint_conn, stop_rx, frames)
+                })
+                .map_err(internal)?,
+        );
         let (wtx, wrx) = mpsc::channel::<WriteMsg>(4096);
         threads.push(
             std::thread::Builder::new()
                 .name("sqlite-writer".into())
-                .spawn(move || writer_loop(conn, wrx))
+                .spawn(move || writer_loop(conn, wrx, frames))
                 .map_err(internal)?,
         );
 
@@ -153,6 +197,7 @@ impl SqliteStore {
             writer: wtx,
             readers: rtx,
             reader_count: readers,
+            checkpointer: stop_tx,
             threads: Mutex::new(threads),
         })
     }
@@ -220,7 +265,7 @@ fn in_savepoint<R>(
     }
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteMsg>) {
+fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteMsg>, wal_frames: Arc<AtomicU64>) {
     let mut shutdown: Option<oneshot::Sender<()>> = None;
     while shutdown.is_none() {
         let Some(first) = rx.blocking_recv() else {
@@ -242,6 +287,14 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<WriteMsg>) {
             continue;
         }
         commit_batch(&conn, jobs);
+        if wal_frames.load(Ordering::Relaxed) > WAL_RESTART_FRAMES {
+            // Most frames are already copied by the checkpointer: this is the short tail plus
+            // the reset.
+            match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(1)) {
+                Ok(n) => wal_frames.store(u64::try_from(n).unwrap_or(0), Ordering::Relaxed),
+                Err(e) => tracing::warn!(error = %e, "WAL restart failed"),
+            }
+        }
     }
     // Refuse whatever is still queued, then leave a checkpointed database behind.
     rx.close();
@@ -303,6 +356,8 @@ impl Store for SqliteStore {
     }
 
     async fn shutdown(&self) {
+        // Stop background checkpoints first: the writer ends with a full one of its own.
+        let _ = self.checkpointer.try_send(());
         let (tx, rx) = oneshot::channel();
         if self.writer.send(WriteMsg::Shutdown(tx)).await.is_ok() {
             let _ = rx.await;
@@ -343,6 +398,15 @@ impl Store for SqliteStore {
         self.write(move |c| accounts::revoke_key(c, id, at)).await
     }
 
+    async fn store_key_seal(&self, key: KeyId, sealed: Vec<u8>) -> Result<(), StoreError> {
+        self.write(move |c| accounts::store_seal(c, key, &sealed))
+            .await
+    }
+
+    async fn key_seals(&self, account: AccountId) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.read(move |c| accounts::seals(c, account)).await
+    }
+
     async fn insert_session(
         &self,
         session: Session,
@@ -360,6 +424,10 @@ impl Store for SqliteStore {
         let session = session.clone();
         self.read(move |c| sessions::get(c, account, &session, true))
             .await
+    }
+
+    async fn session_owner(&self, session: SessionId) -> Result<Option<AccountId>, StoreError> {
+        self.read(move |c| sessions::owner(c, session)).await
     }
 
     async fn update_session(

@@ -8,6 +8,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_jobs.sql"),
     include_str!("../migrations/0003_documents.sql"),
     include_str!("../migrations/0004_chats.sql"),
+    include_str!("../migrations/0005_key_seals.sql"),
 ];
 
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -78,6 +78,14 @@ pub fn get(
     result.map_err(internal)
 }
 
+/// The account that owns the session with this id.
+pub fn owner(conn: &Connection, id: SessionId) -> Result<Option<AccountId>, StoreError> {
+    conn.prepare_cached("SELECT account_id FROM sessions WHERE id = ?1")
+        .and_then(|mut st| st.query_row(params![id.as_uuid()], |r| r.get(0)).optional())
+        .map(|a| a.map(AccountId))
+        .map_err(internal)
+}
+
 pub fn insert(
     conn: &Connection,
     session: Session,

@@ -197,6 +197,11 @@ pub trait Store: Send + Sync + 'static {
     async fn find_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>, StoreError>;
     /// Marks a key revoked; `false` when no live key has this id.
     async fn revoke_api_key(&self, id: KeyId, at: Timestamp) -> Result<bool, StoreError>;
+    /// Stores the sealed (encrypted) secret of a key, replacing any earlier seal of it. Surfaces
+    /// that verify tokens a client signed with its own secret (trigger.dev) unseal it.
+    async fn store_key_seal(&self, key: KeyId, sealed: Vec<u8>) -> Result<(), StoreError>;
+    /// The seals of the account's live (not revoked) keys, oldest key first.
+    async fn key_seals(&self, account: AccountId) -> Result<Vec<Vec<u8>>, StoreError>;
 
     /// Inserts a new session and appends `event` to its `events` channel, atomically.
     async fn insert_session(
@@ -209,6 +214,9 @@ pub trait Store: Send + Sync + 'static {
         account: AccountId,
         session: &SessionRef,
     ) -> Result<Option<Session>, StoreError>;
+    /// The account that owns the session with this id, whatever the caller's account. For
+    /// surfaces that tell "not found" from "not yours" (a 403 instead of a 404).
+    async fn session_owner(&self, session: SessionId) -> Result<Option<AccountId>, StoreError>;
     /// Runs `update` on the current row while holding it exclusively, then writes the row and
     /// appends the returned events to the `events` channel, in one transaction.
     async fn update_session(

@@ -33,7 +33,9 @@ macro_rules! conformance_tests {
             sessions_rejected_update_changes_nothing,
             sessions_delete_cascades,
             sessions_list_filters_and_keyset,
+            sessions_owner_across_accounts,
             accounts_and_keys,
+            accounts_key_seals,
             records_append_dedupe_and_read,
             records_guard_and_missing_session,
             records_concurrent_appends_are_gapless,
@@ -159,6 +161,30 @@ pub async fn sessions_insert_get_and_conflicts(store: Arc<dyn Store>) {
         1,
         "one session.created event"
     );
+}
+
+pub async fn sessions_owner_across_accounts(store: Arc<dyn Store>) {
+    let acc = account(&store).await;
+    let other = account(&store).await;
+    let s = insert(&store, new_session(acc, None, Timestamp::now())).await;
+    assert_eq!(store.session_owner(s.id).await.unwrap(), Some(acc));
+    assert_eq!(
+        store.session_owner(SessionId::random()).await.unwrap(),
+        None,
+        "an unknown id has no owner"
+    );
+    // The owner is told to anyone who asks; the store does not filter by account here.
+    assert!(store
+        .get_session(other, &SessionRef::Id(s.id))
+        .await
+        .unwrap()
+        .is_none());
+    store
+        .delete_session(acc, &SessionRef::Id(s.id))
+        .await
+        .unwrap()
+        .expect("deleted");
+    assert_eq!(store.session_owner(s.id).await.unwrap(), None);
 }
 
 pub async fn sessions_update_is_atomic_and_records_events(store: Arc<dyn Store>) {
@@ -501,6 +527,47 @@ pub async fn accounts_and_keys(store: Arc<dyn Store>) {
         .await
         .unwrap());
     assert_eq!(store.find_api_key([7u8; 32]).await.unwrap(), None);
+}
+
+/// Key seals: stored per key (a second store replaces the first), listed for the account's
+/// live keys only, oldest key first; an unknown key is rejected.
+pub async fn accounts_key_seals(store: Arc<dyn Store>) {
+    let acc = account(&store).await;
+    let other = account(&store).await;
+    let key = |account: AccountId, n: u8, at: i64| ApiKey {
+        id: KeyId::random(),
+        account_id: account,
+        name: None,
+        prefix: "tr_dev_12".into(),
+        hash: [n; 32],
+        created_at: Timestamp::from_millis(at),
+        revoked_at: None,
+    };
+    let (a, b, c) = (
+        key(acc, 31, 1_000),
+        key(acc, 32, 2_000),
+        key(other, 33, 1_500),
+    );
+    for k in [&a, &b, &c] {
+        store.create_api_key(k.clone()).await.unwrap();
+    }
+    assert_eq!(store.key_seals(acc).await.unwrap(), Vec::<Vec<u8>>::new());
+    store.store_key_seal(b.id, vec![2, 2]).await.unwrap();
+    store.store_key_seal(a.id, vec![1]).await.unwrap();
+    store.store_key_seal(c.id, vec![3]).await.unwrap();
+    store.store_key_seal(a.id, vec![1, 1]).await.unwrap();
+    assert_eq!(
+        store.key_seals(acc).await.unwrap(),
+        vec![vec![1, 1], vec![2, 2]]
+    );
+    assert_eq!(store.key_seals(other).await.unwrap(), vec![vec![3]]);
+    assert!(store.revoke_api_key(a.id, Timestamp::now()).await.unwrap());
+    assert_eq!(store.key_seals(acc).await.unwrap(), vec![vec![2, 2]]);
+    let unknown = store
+        .store_key_seal(KeyId::random(), vec![9])
+        .await
+        .unwrap_err();
+    assert!(matches!(unknown, StoreError::Rejected(ref e) if e.code == codes::KEY_NOT_FOUND));
 }
 
 fn rec(id: &str, data: &str) -> NewRecord {
