@@ -1,0 +1,299 @@
+//! Channel records: append (exactly once by record id), read, and the event append shared by
+//! every write that records an event.
+
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
+use sessiond_core::channel::{AppendResult, ChannelInfo, NewRecord, Record};
+use sessiond_core::event::{Event, EVENTS_CHANNEL};
+use sessiond_core::ids::SessionRef;
+use sessiond_core::session::Session;
+use sessiond_core::{AccountId, SessionId, Timestamp};
+use sessiond_store::{Appended, RecordPage, SessionGuard, StoreError};
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use crate::sessions::{self, Lock};
+use crate::{db_err, internal, run_rule, sql_limit};
+
+/// Locks the channel row (creating it on first use) and returns its last seq. The lock
+/// serialises seq assignment per channel until the transaction ends.
+async fn lock_channel(
+    conn: &mut PgConnection,
+    session: SessionId,
+    channel: &str,
+    now: Timestamp,
+) -> Result<i64, StoreError> {
+    let select = || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT last_seq FROM channels WHERE session_id = $1 AND name = $2 FOR UPDATE",
+        )
+        .bind(session.0)
+        .bind(channel)
+    };
+    if let Some(seq) = select().fetch_optional(&mut *conn).await.map_err(db_err)? {
+        return Ok(seq);
+    }
+    // A row we insert is ours until commit; on conflict someone else created it meanwhile
+    // (DO NOTHING waits for them to settle), and the second select locks theirs.
+    let created = sqlx::query_scalar::<_, i64>(
+        "INSERT INTO channels (session_id, name, last_seq, record_count, updated_at)
+         VALUES ($1, $2, 0, 0, $3) ON CONFLICT (session_id, name) DO NOTHING RETURNING last_seq",
+    )
+    .bind(session.0)
+    .bind(channel)
+    .bind(now.millis())
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    if let Some(seq) = created {
+        return Ok(seq);
+    }
+    select()
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| StoreError::Internal(format!("channel {channel} vanished while locking")))
+}
+
+async fn last_seq(
+    conn: &mut PgConnection,
+    session: SessionId,
+    channel: &str,
+) -> Result<i64, StoreError> {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT last_seq FROM channels WHERE session_id = $1 AND name = $2",
+    )
+    .bind(session.0)
+    .bind(channel)
+    .fetch_optional(conn)
+    .await
+    .map(|v| v.unwrap_or(0))
+    .map_err(db_err)
+}
+
+/// Appends records to a channel, creating it on first append. Ids already in the channel (or
+/// earlier in the same batch) are reported as duplicates with their original seq. With
+/// `fresh_ids` the caller guarantees the ids are new (server events with random ids), which
+/// skips the lookup.
+pub async fn append(
+    conn: &mut PgConnection,
+    session: SessionId,
+    channel: &str,
+    records: &[NewRecord],
+    now: Timestamp,
+    fresh_ids: bool,
+) -> Result<(Vec<AppendResult>, i64), StoreError> {
+    if records.is_empty() {
+        return Ok((Vec::new(), last_seq(conn, session, channel).await?));
+    }
+    let mut seq = lock_channel(conn, session, channel, now).await?;
+    let mut existing: HashMap<String, i64> = HashMap::new();
+    // Nothing before this batch can hold an id if the channel was empty.
+    if !fresh_ids && seq > 0 {
+        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT record_id, seq FROM records
+             WHERE session_id = $1 AND channel = $2 AND record_id = ANY($3)",
+        )
+        .bind(session.0)
+        .bind(channel)
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        for r in rows {
+            existing.insert(r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?);
+        }
+    }
+    let mut results = Vec::with_capacity(records.len());
+    let mut seqs: Vec<i64> = Vec::new();
+    let mut ids: Vec<&str> = Vec::new();
+    let mut datas: Vec<&str> = Vec::new();
+    let mut headers: Vec<&str> = Vec::new();
+    for r in records {
+        if let Some(&s) = existing.get(r.id.as_str()) {
+            results.push(AppendResult {
+                id: r.id.clone(),
+                seq: s,
+                duplicate: true,
+            });
+            continue;
+        }
+        seq += 1;
+        existing.insert(r.id.clone(), seq);
+        seqs.push(seq);
+        ids.push(&r.id);
+        datas.push(&r.data);
+        headers.push(&r.headers);
+        results.push(AppendResult {
+            id: r.id.clone(),
+            seq,
+            duplicate: false,
+        });
+    }
+    if !seqs.is_empty() {
+        let appended = seqs.len() as i64;
+        // One statement writes the records and moves the channel head.
+        sqlx::query(
+            "WITH ins AS (
+                INSERT INTO records (session_id, channel, seq, record_id, data, headers, created_at)
+                SELECT $1, $2, u.seq, u.id, u.data, u.headers, $7
+                FROM unnest($3::bigint[], $4::text[], $5::text[], $6::text[]) AS u(seq, id, data, headers)
+             )
+             UPDATE channels SET last_seq = $8, record_count = record_count + $9, updated_at = $7
+             WHERE session_id = $1 AND name = $2",
+        )
+        .bind(session.0)
+        .bind(channel)
+        .bind(&seqs)
+        .bind(&ids)
+        .bind(&datas)
+        .bind(&headers)
+        .bind(now.millis())
+        .bind(seq)
+        .bind(appended)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    }
+    Ok((results, seq))
+}
+
+/// Appends server events describing a change of `session` to its `events` channel, in the
+/// caller's transaction. Silent events are not recorded.
+pub async fn append_events(
+    conn: &mut PgConnection,
+    session: &Session,
+    events: &[Event],
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let records: Vec<NewRecord> = events
+        .iter()
+        .filter(|e| e.is_recorded())
+        .map(|e| NewRecord {
+            id: Uuid::new_v4().to_string(),
+            data: e.to_record_data(session).to_string(),
+            headers: "{}".to_owned(),
+        })
+        .collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    append(conn, session.id, EVENTS_CHANNEL, &records, now, true)
+        .await
+        .map(|_| ())
+}
+
+pub async fn append_guarded(
+    conn: &mut PgConnection,
+    account: AccountId,
+    r: &SessionRef,
+    channel: &str,
+    records: Vec<NewRecord>,
+    guard: SessionGuard,
+    now: Timestamp,
+) -> Result<Option<Appended>, StoreError> {
+    // A shared lock: appends to the session run side by side, but a close (or any other
+    // session write) waits for them, so what the guard accepted holds until commit.
+    let Some(session) = sessions::get(conn, account, r, false, Lock::Share).await? else {
+        return Ok(None);
+    };
+    run_rule(|| guard(&session))?;
+    let (results, last_seq) = append(conn, session.id, channel, &records, now, false).await?;
+    Ok(Some(Appended {
+        session_id: session.id,
+        results,
+        last_seq,
+    }))
+}
+
+pub async fn read(
+    conn: &mut PgConnection,
+    session: SessionId,
+    channel: &str,
+    after: i64,
+    limit: usize,
+    now: Timestamp,
+) -> Result<Option<RecordPage>, StoreError> {
+    // The head first; the records are then read up to that head only. Records at or below a
+    // committed head are committed too (they went in with it), so the page is consistent
+    // without a snapshot spanning both statements.
+    let state = sqlx::query(
+        "SELECT s.closed_at, s.expires_at, c.last_seq FROM sessions s
+         LEFT JOIN channels c ON c.session_id = s.id AND c.name = $2
+         WHERE s.id = $1",
+    )
+    .bind(session.0)
+    .bind(channel)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let Some(state) = state else {
+        return Ok(None);
+    };
+    let closed_at: Option<i64> = state.try_get(0).map_err(db_err)?;
+    let expires_at: Option<i64> = state.try_get(1).map_err(db_err)?;
+    let last_seq: i64 = state
+        .try_get::<Option<i64>, _>(2)
+        .map_err(db_err)?
+        .unwrap_or(0);
+    let mut records = Vec::new();
+    if last_seq > after && limit > 0 {
+        let rows = sqlx::query(
+            "SELECT seq, record_id, data, headers, created_at FROM records
+             WHERE session_id = $1 AND channel = $2 AND seq > $3 AND seq <= $4
+             ORDER BY seq LIMIT $5",
+        )
+        .bind(session.0)
+        .bind(channel)
+        .bind(after)
+        .bind(last_seq)
+        .bind(sql_limit(limit))
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db_err)?;
+        records.reserve(rows.len());
+        for r in rows {
+            records.push(Record {
+                seq: r.try_get(0).map_err(db_err)?,
+                id: r.try_get(1).map_err(db_err)?,
+                data: RawValue::from_string(r.try_get(2).map_err(db_err)?).map_err(internal)?,
+                headers: RawValue::from_string(r.try_get(3).map_err(db_err)?).map_err(internal)?,
+                created_at: Timestamp::from_millis(r.try_get(4).map_err(db_err)?),
+            });
+        }
+    }
+    let session_closed = closed_at.is_some() || expires_at.is_some_and(|e| e <= now.millis());
+    Ok(Some(RecordPage {
+        records,
+        last_seq,
+        session_closed,
+    }))
+}
+
+pub async fn list_channels(
+    conn: &mut PgConnection,
+    session: SessionId,
+) -> Result<Vec<ChannelInfo>, StoreError> {
+    // Byte order, like SQLite's BINARY collation, whatever the database's collation is.
+    let rows = sqlx::query(
+        "SELECT name, last_seq, record_count, updated_at FROM channels
+         WHERE session_id = $1 ORDER BY name COLLATE \"C\"",
+    )
+    .bind(session.0)
+    .fetch_all(conn)
+    .await
+    .map_err(db_err)?;
+    rows.iter()
+        .map(|r| {
+            Ok(ChannelInfo {
+                name: r.try_get(0)?,
+                last_seq: r.try_get(1)?,
+                record_count: r.try_get(2)?,
+                updated_at: Timestamp::from_millis(r.try_get(3)?),
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(db_err)
+}

@@ -1,0 +1,368 @@
+use serde_json::{Map, Value};
+use sessiond_core::event::Event;
+use sessiond_core::ids::SessionRef;
+use sessiond_core::session::{Session, SessionQuery, SessionStatus};
+use sessiond_core::{AccountId, SessionId, Timestamp};
+use sessiond_store::{InsertSession, SessionUpdate, StoreError, UpdateSession};
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, QueryBuilder, Row};
+
+use crate::{db_err, internal, records, run_rule, sql_limit};
+
+pub(crate) const COLUMNS: &str = "id, account_id, external_id, type, title, tags, metadata::text, \
+     data::text, closed_at, closed_reason, expires_at, created_at, updated_at, version";
+const COLUMNS_NO_DATA: &str = "id, account_id, external_id, type, title, tags, metadata::text, \
+     '{}'::text, closed_at, closed_reason, expires_at, created_at, updated_at, version";
+
+/// How a read of a session row locks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    None,
+    /// Blocks writers of the row until commit (appends: the guard's view stays true).
+    Share,
+    /// Exclusive: the row is about to be rewritten.
+    Update,
+}
+
+impl Lock {
+    fn sql(self) -> &'static str {
+        match self {
+            Lock::None => "",
+            Lock::Share => " FOR SHARE",
+            Lock::Update => " FOR UPDATE",
+        }
+    }
+}
+
+fn json_map(s: &str) -> Result<Map<String, Value>, StoreError> {
+    serde_json::from_str(s).map_err(internal)
+}
+
+pub(crate) fn session_row(r: &PgRow) -> Result<Session, StoreError> {
+    let metadata: String = r.try_get(6).map_err(db_err)?;
+    let data: String = r.try_get(7).map_err(db_err)?;
+    let ts = |i: usize| -> Result<Option<Timestamp>, StoreError> {
+        Ok(r.try_get::<Option<i64>, _>(i)
+            .map_err(db_err)?
+            .map(Timestamp::from_millis))
+    };
+    let get_ts = |i: usize| -> Result<Timestamp, StoreError> {
+        Ok(Timestamp::from_millis(r.try_get(i).map_err(db_err)?))
+    };
+    Ok(Session {
+        id: SessionId(r.try_get(0).map_err(db_err)?),
+        account_id: AccountId(r.try_get(1).map_err(db_err)?),
+        external_id: r.try_get(2).map_err(db_err)?,
+        kind: r.try_get(3).map_err(db_err)?,
+        title: r.try_get(4).map_err(db_err)?,
+        tags: r.try_get(5).map_err(db_err)?,
+        metadata: json_map(&metadata)?,
+        data: json_map(&data)?,
+        closed_at: ts(8)?,
+        closed_reason: r.try_get(9).map_err(db_err)?,
+        expires_at: ts(10)?,
+        created_at: get_ts(11)?,
+        updated_at: get_ts(12)?,
+        version: r.try_get(13).map_err(db_err)?,
+    })
+}
+
+fn json_columns(s: &Session) -> Result<(String, String), StoreError> {
+    Ok((
+        serde_json::to_string(&s.metadata).map_err(internal)?,
+        serde_json::to_string(&s.data).map_err(internal)?,
+    ))
+}
+
+pub async fn get(
+    conn: &mut PgConnection,
+    account: AccountId,
+    r: &SessionRef,
+    with_data: bool,
+    lock: Lock,
+) -> Result<Option<Session>, StoreError> {
+    let cols = if with_data { COLUMNS } else { COLUMNS_NO_DATA };
+    let row = match r {
+        SessionRef::Id(id) => {
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT {cols} FROM sessions WHERE id = $1 AND account_id = $2{}",
+                lock.sql()
+            )))
+            .bind(id.0)
+            .bind(account.0)
+            .fetch_optional(conn)
+            .await
+        }
+        SessionRef::External(e) => {
+            sqlx::query(AssertSqlSafe(format!(
+                "SELECT {cols} FROM sessions WHERE account_id = $1 AND external_id = $2{}",
+                lock.sql()
+            )))
+            .bind(account.0)
+            .bind(e)
+            .fetch_optional(conn)
+            .await
+        }
+    }
+    .map_err(db_err)?;
+    row.as_ref().map(session_row).transpose()
+}
+
+/// The account that owns the session with this id.
+pub async fn owner(
+    conn: &mut PgConnection,
+    id: SessionId,
+) -> Result<Option<AccountId>, StoreError> {
+    let row = sqlx::query("SELECT account_id FROM sessions WHERE id = $1")
+        .bind(id.0)
+        .fetch_optional(conn)
+        .await
+        .map_err(db_err)?;
+    row.map(|r| r.try_get::<uuid::Uuid, _>(0).map(AccountId))
+        .transpose()
+        .map_err(db_err)
+}
+
+/// A session by id alone, whatever its account (the caller already checked ownership).
+pub async fn get_by_id(
+    conn: &mut PgConnection,
+    id: SessionId,
+    with_data: bool,
+    lock: Lock,
+) -> Result<Option<Session>, StoreError> {
+    let cols = if with_data { COLUMNS } else { COLUMNS_NO_DATA };
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {cols} FROM sessions WHERE id = $1{}",
+        lock.sql()
+    )))
+    .bind(id.0)
+    .fetch_optional(conn)
+    .await
+    .map_err(db_err)?;
+    row.as_ref().map(session_row).transpose()
+}
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    session: Session,
+    event: Event,
+) -> Result<InsertSession, StoreError> {
+    let (metadata, data) = json_columns(&session)?;
+    // ON CONFLICT DO NOTHING covers both the id and the (account, externalId) uniqueness, and
+    // waits for a concurrent insert of the same key to settle instead of failing.
+    let inserted = sqlx::query(
+        "INSERT INTO sessions (id, account_id, external_id, type, title, tags, metadata, data,
+            closed_at, closed_reason, expires_at, created_at, updated_at, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8::json, $9, $10, $11, $12, $13, $14)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(session.id.0)
+    .bind(session.account_id.0)
+    .bind(&session.external_id)
+    .bind(&session.kind)
+    .bind(&session.title)
+    .bind(&session.tags)
+    .bind(metadata)
+    .bind(data)
+    .bind(session.closed_at.map(|t| t.millis()))
+    .bind(&session.closed_reason)
+    .bind(session.expires_at.map(|t| t.millis()))
+    .bind(session.created_at.millis())
+    .bind(session.updated_at.millis())
+    .bind(session.version)
+    .execute(&mut *conn)
+    .await
+    .map_err(db_err)?
+    .rows_affected()
+        > 0;
+    if !inserted {
+        // The externalId conflict wins over the id one, as in the SQLite backend.
+        if let Some(ext) = &session.external_id {
+            let existing = get(
+                conn,
+                session.account_id,
+                &SessionRef::External(ext.clone()),
+                true,
+                Lock::None,
+            )
+            .await?;
+            if let Some(existing) = existing {
+                return Ok(InsertSession::ExternalIdTaken(existing));
+            }
+        }
+        return Ok(InsertSession::IdTaken);
+    }
+    records::append_events(conn, &session, &[event], session.created_at).await?;
+    Ok(InsertSession::Inserted(session))
+}
+
+pub async fn update(
+    conn: &mut PgConnection,
+    account: AccountId,
+    r: &SessionRef,
+    update: SessionUpdate,
+) -> Result<UpdateSession, StoreError> {
+    let Some(original) = get(conn, account, r, true, Lock::Update).await? else {
+        return Ok(UpdateSession::NotFound);
+    };
+    let mut s = original.clone();
+    let events = run_rule(|| update(&mut s))?;
+    if events.is_empty() {
+        return Ok(UpdateSession::Unchanged(original));
+    }
+    write(conn, &s).await?;
+    records::append_events(conn, &s, &events, s.updated_at).await?;
+    Ok(UpdateSession::Updated(s))
+}
+
+/// Writes every mutable column of an existing session (the caller holds its row lock).
+pub async fn write(conn: &mut PgConnection, s: &Session) -> Result<(), StoreError> {
+    let (metadata, data) = json_columns(s)?;
+    sqlx::query(
+        "UPDATE sessions SET type = $2, title = $3, tags = $4, metadata = $5::json,
+           data = $6::json, closed_at = $7, closed_reason = $8, expires_at = $9,
+           updated_at = $10, version = $11
+         WHERE id = $1",
+    )
+    .bind(s.id.0)
+    .bind(&s.kind)
+    .bind(&s.title)
+    .bind(&s.tags)
+    .bind(metadata)
+    .bind(data)
+    .bind(s.closed_at.map(|t| t.millis()))
+    .bind(&s.closed_reason)
+    .bind(s.expires_at.map(|t| t.millis()))
+    .bind(s.updated_at.millis())
+    .bind(s.version)
+    .execute(conn)
+    .await
+    .map(|_| ())
+    .map_err(db_err)
+}
+
+pub async fn delete(
+    conn: &mut PgConnection,
+    account: AccountId,
+    r: &SessionRef,
+) -> Result<Option<SessionId>, StoreError> {
+    let id = match r {
+        SessionRef::Id(id) => *id,
+        SessionRef::External(_) => match get(conn, account, r, false, Lock::None).await? {
+            Some(s) => s.id,
+            None => return Ok(None),
+        },
+    };
+    // Lock what the cascade deletes before the session itself, in the order every other
+    // write takes them (document, job, chat, then session), so the cascade cannot deadlock
+    // with a concurrent job, document or chat change.
+    for sql in [
+        "SELECT d.id FROM documents d JOIN sessions s ON s.id = d.session_id
+         WHERE d.session_id = $1 AND s.account_id = $2 ORDER BY d.id FOR UPDATE OF d",
+        "SELECT j.id FROM jobs j JOIN sessions s ON s.id = j.session_id
+         WHERE j.session_id = $1 AND s.account_id = $2 ORDER BY j.id FOR UPDATE OF j",
+        "SELECT c.id FROM chats c JOIN sessions s ON s.id = c.session_id
+         WHERE c.session_id = $1 AND s.account_id = $2 ORDER BY c.id FOR UPDATE OF c",
+    ] {
+        sqlx::query(sql)
+            .bind(id.0)
+            .bind(account.0)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    }
+    let n = sqlx::query("DELETE FROM sessions WHERE id = $1 AND account_id = $2")
+        .bind(id.0)
+        .bind(account.0)
+        .execute(conn)
+        .await
+        .map_err(db_err)?
+        .rows_affected();
+    Ok((n > 0).then_some(id))
+}
+
+/// ASCII-only lower-casing in SQL, like SQLite's `lower()`, so title filters match the same
+/// rows on both backends.
+const ASCII_LOWER_TITLE: &str =
+    "translate(title, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz')";
+
+pub async fn list(
+    conn: &mut PgConnection,
+    account: AccountId,
+    q: &SessionQuery,
+    include_data: bool,
+) -> Result<Vec<Session>, StoreError> {
+    let cols = if include_data {
+        COLUMNS
+    } else {
+        COLUMNS_NO_DATA
+    };
+    let mut b: QueryBuilder<Postgres> =
+        QueryBuilder::new(format!("SELECT {cols} FROM sessions WHERE account_id = "));
+    b.push_bind(account.0);
+    let f = &q.filter;
+    if let Some(c) = &q.after {
+        b.push(" AND (created_at, id) < (")
+            .push_bind(c.created_at.millis())
+            .push(", ")
+            .push_bind(c.id)
+            .push(")");
+    }
+    if let Some(kind) = &f.kind {
+        b.push(" AND type = ").push_bind(kind.clone());
+    }
+    if let Some(e) = &f.external_id {
+        b.push(" AND external_id = ").push_bind(e.clone());
+    }
+    if let Some(t) = f.created_after {
+        b.push(" AND created_at > ").push_bind(t.millis());
+    }
+    if let Some(t) = f.created_before {
+        b.push(" AND created_at < ").push_bind(t.millis());
+    }
+    if let Some(needle) = &f.title_contains {
+        b.push(format!(" AND strpos({ASCII_LOWER_TITLE}, "))
+            .push_bind(needle.to_ascii_lowercase())
+            .push(") > 0");
+    }
+    if !f.tags_any.is_empty() {
+        b.push(" AND tags && ").push_bind(f.tags_any.clone());
+    }
+    for (k, v) in &f.metadata_eq {
+        // Containment of {"k": "v"}: the key holds exactly this string (never a number).
+        b.push(" AND metadata_idx @> jsonb_build_object(")
+            .push_bind(k.clone())
+            .push("::text, ")
+            .push_bind(v.clone())
+            .push("::text)");
+    }
+    if !f.statuses.is_empty() {
+        let now = q.now.millis();
+        b.push(" AND (");
+        for (i, s) in f.statuses.iter().enumerate() {
+            if i > 0 {
+                b.push(" OR ");
+            }
+            match s {
+                SessionStatus::Active => {
+                    b.push("(closed_at IS NULL AND (expires_at IS NULL OR expires_at > ")
+                        .push_bind(now)
+                        .push("))");
+                }
+                SessionStatus::Closed => {
+                    b.push("(closed_at IS NOT NULL)");
+                }
+                SessionStatus::Expired => {
+                    b.push("(closed_at IS NULL AND expires_at <= ")
+                        .push_bind(now)
+                        .push(")");
+                }
+            }
+        }
+        b.push(")");
+    }
+    b.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(sql_limit(q.limit));
+    let rows = b.build().fetch_all(conn).await.map_err(db_err)?;
+    rows.iter().map(session_row).collect()
+}

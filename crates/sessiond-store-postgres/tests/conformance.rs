@@ -1,0 +1,576 @@
+//! The store conformance suite against PostgreSQL (a fresh database per test), and the checks
+//! only a cluster has: two nodes on one database, a lost LISTEN connection, claims across nodes.
+//!
+//! Every test needs `SESSIOND_TEST_DATABASE_URL` (e.g.
+//! `postgres://postgres@127.0.0.1:5432/test`); without it each prints a note and passes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use sessiond_core::account::Account;
+use sessiond_core::channel::{NewRecord, Record};
+use sessiond_core::event::Event;
+use sessiond_core::ids::SessionRef;
+use sessiond_core::job::{CreateJobInput, Job, JobStatus};
+use sessiond_core::session::{CreateSessionInput, Session};
+use sessiond_core::{AccountId, SessionId, Timestamp};
+use sessiond_store::{Hub, InsertSession, Store, StoreError};
+use sessiond_store_postgres::testkit::{
+    drop_database, fresh_database, fresh_store, test_database_url,
+};
+use sessiond_store_postgres::{PgOptions, PgStore};
+use sqlx::{Connection, PgConnection};
+
+#[path = "conformance/parity.rs"]
+mod parity;
+
+/// A store on a fresh database, or `None` (after a note) when no server is configured.
+async fn fresh() -> Option<Arc<dyn Store>> {
+    let base = test_database_url()?;
+    // Its database is dropped again when the test shuts the store down.
+    let store = fresh_store(&base, PgOptions::default(), Hub::new())
+        .await
+        .expect("a store on a fresh database");
+    Some(Arc::new(store))
+}
+
+// The suite's generated tests return early (and pass) when `fresh()` has no server to use.
+sessiond_store::conformance_tests!({
+    match fresh().await {
+        Some(store) => std::future::ready(store),
+        None => return,
+    }
+});
+
+/// A fresh database for a cluster test: its URL, and the base URL to drop it with.
+async fn cluster_db() -> Option<(String, String)> {
+    let base = test_database_url()?;
+    let url = fresh_database(&base).await.expect("create a test database");
+    Some((base, url))
+}
+
+async fn node(url: &str) -> (Arc<PgStore>, Arc<Hub>) {
+    let hub = Hub::new();
+    let store = PgStore::connect(url, PgOptions::default(), hub.clone())
+        .await
+        .expect("connect");
+    (Arc::new(store), hub)
+}
+
+async fn account(store: &PgStore) -> AccountId {
+    let id = AccountId::random();
+    store
+        .create_account(Account {
+            id,
+            name: None,
+            created_at: Timestamp::now(),
+        })
+        .await
+        .unwrap();
+    id
+}
+
+fn new_session(account: AccountId) -> Session {
+    let now = Timestamp::now();
+    CreateSessionInput {
+        metadata: Some(json!({"zeta": 1, "alpha": {"y": 2, "b": 1}})),
+        data: Some(json!({"z": true, "a": [3, 2, 1]})),
+        ..Default::default()
+    }
+    .validate(now)
+    .unwrap()
+    .into_session(account, now)
+}
+
+async fn session(store: &PgStore, account: AccountId) -> Session {
+    match store
+        .insert_session(new_session(account), Event::SessionCreated { version: 1 })
+        .await
+        .unwrap()
+    {
+        InsertSession::Inserted(s) => s,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Appends one record the way the service does: commit, then tell the hub.
+async fn append(store: &PgStore, hub: &Hub, acc: AccountId, s: SessionId, id: &str, data: &str) {
+    let now = Timestamp::now();
+    let out = store
+        .append_records(
+            acc,
+            &SessionRef::Id(s),
+            "in",
+            vec![NewRecord {
+                id: id.into(),
+                data: data.into(),
+                headers: "{}".into(),
+            }],
+            Box::new(|_| Ok(())),
+            now,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let records = out
+        .results
+        .iter()
+        .filter(|r| !r.duplicate)
+        .map(|r| {
+            Arc::new(Record {
+                seq: r.seq,
+                id: r.id.clone(),
+                data: serde_json::value::RawValue::from_string(data.into()).unwrap(),
+                headers: serde_json::value::RawValue::from_string("{}".into()).unwrap(),
+                created_at: now,
+            })
+        })
+        .collect();
+    hub.appended(s, "in", records, out.last_seq);
+}
+
+async fn finish(stores: &[&PgStore], base: &str, url: &str) {
+    for s in stores {
+        s.shutdown().await;
+    }
+    drop_database(base, url).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_on_node_a_wakes_a_reader_on_node_b() {
+    let Some((base, url)) = cluster_db().await else {
+        return;
+    };
+    let (a, hub_a) = node(&url).await;
+    let (b, hub_b) = node(&url).await;
+    assert_ne!(a.node_id(), b.node_id());
+    let acc = account(&a).await;
+    let s = session(&a, acc).await;
+
+    let mut sub = hub_b.subscribe(s.id);
+    let mut own = hub_a.subscribe(s.id);
+    // Each wake-up is timed from the moment the append returned (committed, hub told). The
+    // median must be under 100 ms; a single slow one on a loaded CI machine may take longer.
+    let mut latencies = Vec::new();
+    for i in 0..20 {
+        append(
+            &a,
+            &hub_a,
+            acc,
+            s.id,
+            &format!("r{i}"),
+            &format!("{{\"i\":{i}}}"),
+        )
+        .await;
+        let appended = Instant::now();
+        tokio::time::timeout(Duration::from_secs(2), sub.changed())
+            .await
+            .expect("node B's reader is woken by node A's append");
+        latencies.push(appended.elapsed());
+        // Node A's own reader was woken locally, and A ignores its own NOTIFY.
+        own.current();
+    }
+    latencies.sort();
+    eprintln!(
+        "append on A → reader on B woken: median {:?}, max {:?}",
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    assert!(
+        latencies[latencies.len() / 2] < Duration::from_millis(100),
+        "{latencies:?}"
+    );
+    // B's reader goes to storage and finds every record.
+    assert!(matches!(
+        sub.fetch("in", 0),
+        sessiond_store::hub::Fetch::Storage
+    ));
+    let page = b
+        .read_records(s.id, "in", 0, 100, Timestamp::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(page.last_seq, 20);
+    assert_eq!(page.records[19].data.get(), "{\"i\":19}");
+
+    // Closing and job signals travel too.
+    hub_a.closed(s.id);
+    let sig = tokio::time::timeout(Duration::from_secs(2), sub.changed())
+        .await
+        .unwrap();
+    assert!(sig.closed);
+    let queued = hub_b.job_notified();
+    tokio::pin!(queued);
+    queued.as_mut().enable();
+    hub_a.job_queued();
+    tokio::time::timeout(Duration::from_secs(2), queued)
+        .await
+        .expect("a job queued on node A wakes claimers on node B");
+    // Nothing echoes back to A: its subscriber saw no remote copy of its own signals.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = own.current().changes;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        own.current().changes,
+        before,
+        "a node ignores its own NOTIFY"
+    );
+    drop((sub, own));
+    finish(&[&a, &b], &base, &url).await;
+}
+
+async fn terminate_listeners(url: &str) -> u64 {
+    let mut c = PgConnection::connect(url).await.unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    let _ = c.close().await;
+    killed.into_iter().filter(|k| *k).count() as u64
+}
+
+async fn listeners(url: &str) -> i64 {
+    let mut c = PgConnection::connect(url).await.unwrap();
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    let _ = c.close().await;
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_listen_connection_reconnects_and_wakes_every_reader() {
+    let Some((base, url)) = cluster_db().await else {
+        return;
+    };
+    let (a, hub_a) = node(&url).await;
+    let acc = account(&a).await;
+    let s = session(&a, acc).await;
+    let mut sub = hub_a.subscribe(s.id);
+    sub.observe_head("in", 0, sub.changes());
+    assert!(matches!(
+        sub.fetch("in", 0),
+        sessiond_store::hub::Fetch::UpToDate
+    ));
+    let queued = hub_a.job_notified();
+    tokio::pin!(queued);
+    queued.as_mut().enable();
+
+    assert_eq!(terminate_listeners(&url).await, 1, "one LISTEN connection");
+    let sig = tokio::time::timeout(Duration::from_secs(10), sub.changed())
+        .await
+        .expect("after reconnecting, the listener wakes every reader");
+    assert!(!sig.closed && !sig.deleted);
+    assert!(
+        matches!(sub.fetch("in", 0), sessiond_store::hub::Fetch::Storage),
+        "woken readers re-read from storage"
+    );
+    tokio::time::timeout(Duration::from_secs(1), queued)
+        .await
+        .expect("and waiting claimers look again");
+    assert_eq!(listeners(&url).await, 1, "listening again");
+
+    // The new connection receives other nodes' signals.
+    let (b, hub_b) = node(&url).await;
+    append(&b, &hub_b, acc, s.id, "after", "1").await;
+    tokio::time::timeout(Duration::from_secs(2), sub.changed())
+        .await
+        .expect("signals arrive over the new LISTEN connection");
+    // Twice in a row works as well.
+    assert_eq!(terminate_listeners(&url).await, 2);
+    tokio::time::timeout(Duration::from_secs(10), sub.changed())
+        .await
+        .expect("reconnects again");
+    drop(sub);
+    finish(&[&a, &b], &base, &url).await;
+}
+
+fn job(account: AccountId, i: usize) -> Job {
+    CreateJobInput {
+        kind: "work".into(),
+        input: Some(json!({ "i": i })),
+        reuse: false,
+        output_key: None,
+        max_attempts: None,
+    }
+    .validate(account, Timestamp::now())
+    .unwrap()
+    .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claimers_on_two_nodes_take_each_job_exactly_once() {
+    const JOBS: usize = 500;
+    let Some((base, url)) = cluster_db().await else {
+        return;
+    };
+    let (a, _) = node(&url).await;
+    let (b, _) = node(&url).await;
+    let acc = account(&a).await;
+    let sessions = [session(&a, acc).await, session(&b, acc).await];
+    let mut created = HashSet::new();
+    for i in 0..JOBS {
+        let store = if i % 2 == 0 { &a } else { &b };
+        let (j, _) = store
+            .create_job(
+                acc,
+                &SessionRef::Id(sessions[i % 2].id),
+                job(acc, i),
+                None,
+                Box::new(|j: &mut Job, _s: &mut Session, _p: Option<&Job>| {
+                    Ok(vec![j.created_event()])
+                }),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        created.insert(j.id);
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(4));
+    let mut tasks = Vec::new();
+    for (n, store) in [a.clone(), b.clone(), a.clone(), b.clone()]
+        .into_iter()
+        .enumerate()
+    {
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            let mut got = Vec::new();
+            loop {
+                let worker = format!("w{n}");
+                let claimed = store
+                    .claim_job(
+                        Some(acc),
+                        &["work".to_owned()],
+                        Box::new(move |j: &mut Job, _s: &mut Session| {
+                            Ok(vec![j.claim(Some(worker), 60, Timestamp::now())])
+                        }),
+                    )
+                    .await
+                    .unwrap();
+                match claimed {
+                    Some((j, _)) => got.push(j),
+                    None => break,
+                }
+            }
+            got
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut per_claimer = Vec::new();
+    for t in tasks {
+        let got = t.await.unwrap();
+        per_claimer.push(got.len());
+        for j in got {
+            assert_eq!(j.status, JobStatus::Running);
+            assert_eq!(j.attempts, 1);
+            assert!(seen.insert(j.id), "job {} was claimed twice", j.id);
+        }
+    }
+    eprintln!("claims per claimer: {per_claimer:?}");
+    assert_eq!(seen, created, "every job claimed exactly once");
+    // Claimers 0 and 2 ran on node A, 1 and 3 on node B.
+    assert!(
+        per_claimer[0] + per_claimer[2] > 0 && per_claimer[1] + per_claimer[3] > 0,
+        "both nodes took part"
+    );
+    for s in &sessions {
+        for j in a.list_jobs(s.id).await.unwrap() {
+            assert_eq!(j.status, JobStatus::Running);
+        }
+    }
+    finish(&[&a, &b], &base, &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_concurrently_from_several_nodes() {
+    let Some((base, url)) = cluster_db().await else {
+        return;
+    };
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PgStore::migrate(&url).await })
+        })
+        .collect();
+    for r in runs {
+        r.await.unwrap().expect("migrate");
+    }
+    let mut c = PgConnection::connect(&url).await.unwrap();
+    let versions: Vec<i32> =
+        sqlx::query_scalar("SELECT version FROM sessiond_migrations ORDER BY version")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(
+        versions,
+        (1..=PgStore::schema_version()).collect::<Vec<_>>()
+    );
+    // A database newer than this build is refused.
+    sqlx::query("INSERT INTO sessiond_migrations VALUES (100000, 'future', 0)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let _ = c.close().await;
+    let err = PgStore::migrate(&url).await.unwrap_err();
+    assert!(
+        err.to_string().contains("newer than this sessiond"),
+        "{err}"
+    );
+    drop_database(&base, &url).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_round_trips_byte_exact_and_in_key_order() {
+    let Some((base, url)) = cluster_db().await else {
+        return;
+    };
+    let (a, _) = node(&url).await;
+    let acc = account(&a).await;
+    let s = session(&a, acc).await;
+    let got = a
+        .get_session(acc, &SessionRef::Id(s.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        serde_json::to_string(&got.metadata).unwrap(),
+        r#"{"zeta":1,"alpha":{"y":2,"b":1}}"#
+    );
+    assert_eq!(
+        serde_json::to_string(&got.data).unwrap(),
+        r#"{"z":true,"a":[3,2,1]}"#
+    );
+    let raw = "{ \"b\" : 1,\n  \"a\": [1.50, \"\\u00e9\"] }";
+    a.append_records(
+        acc,
+        &SessionRef::Id(s.id),
+        "in",
+        vec![NewRecord {
+            id: "x".into(),
+            data: raw.into(),
+            headers: "{\"z\":1,\"a\":2}".into(),
+        }],
+        Box::new(|_| Ok(())),
+        Timestamp::from_millis(1_234_567_890_123),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let page = a
+        .read_records(s.id, "in", 0, 10, Timestamp::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(page.records[0].data.get(), raw);
+    assert_eq!(page.records[0].headers.get(), "{\"z\":1,\"a\":2}");
+    assert_eq!(page.records[0].created_at.millis(), 1_234_567_890_123);
+    finish(&[&a], &base, &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_or_shut_down_is_unavailable_and_describe_hides_the_password() {
+    let err = PgStore::connect(
+        "postgres://postgres@127.0.0.1:1/nope?connect_timeout=2",
+        PgOptions {
+            acquire_timeout: Duration::from_secs(2),
+            ..PgOptions::default()
+        },
+        Hub::new(),
+    )
+    .await
+    .err()
+    .expect("nothing listens on port 1");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+
+    let Some((base, url)) = cluster_db().await else {
+        return;
+    };
+    let with_password = url.replacen("postgres://postgres@", "postgres://postgres:s3cret@", 1);
+    let (a, _) = node(&with_password).await;
+    let d = a.describe();
+    assert!(
+        d.starts_with("postgres ") && d.contains("/sessiond_t_"),
+        "{d}"
+    );
+    assert!(!d.contains("s3cret"), "{d}");
+    a.ping().await.unwrap();
+    a.shutdown().await;
+    // An exhausted pool answers Unavailable once the acquire timeout passes.
+    let small = PgStore::connect(
+        &url,
+        PgOptions {
+            max_connections: 1,
+            acquire_timeout: Duration::from_millis(200),
+            ..PgOptions::default()
+        },
+        Hub::new(),
+    )
+    .await
+    .unwrap();
+    let held = small.pool().acquire().await.unwrap();
+    assert!(matches!(
+        small.get_account(AccountId::random()).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    drop(held);
+    small.get_account(AccountId::random()).await.unwrap();
+    small.shutdown().await;
+    assert!(matches!(a.ping().await, Err(StoreError::Unavailable(_))));
+    assert!(matches!(
+        a.get_account(AccountId::random()).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    drop_database(&base, &url).await.unwrap();
+}
+
+/// The documents and chats checks, on PostgreSQL and on SQLite: both must pass them alike.
+macro_rules! parity_tests {
+    ($($name:ident),* $(,)?) => {
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(store) = super::fresh().await else {
+                        return;
+                    };
+                    super::parity::$name(store.clone()).await;
+                    store.shutdown().await;
+                }
+            )*
+        }
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store: std::sync::Arc<dyn sessiond_store::Store> = std::sync::Arc::new(
+                        sessiond_store_sqlite::SqliteStore::open(
+                            dir.path().join("t.db"),
+                            sessiond_store_sqlite::SqliteOptions::default(),
+                        )
+                        .unwrap(),
+                    );
+                    super::parity::$name(store.clone()).await;
+                    store.shutdown().await;
+                }
+            )*
+        }
+    };
+}
+
+parity_tests!(
+    documents_lifecycle_search_reuse_and_delete,
+    chats_create_messages_reads_and_delete,
+);
