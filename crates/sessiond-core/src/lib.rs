@@ -1,6 +1,7 @@
 //! Domain types and pure rules of sessiond. No I/O, no HTTP, no SQL.
 
 pub mod account;
+pub mod agent;
 pub mod channel;
 pub mod chat;
 pub mod cursor;

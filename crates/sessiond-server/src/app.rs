@@ -34,6 +34,10 @@ pub struct AppOptions {
     pub token_secret: Option<Vec<u8>>,
     /// How far back a `reuse: true` job may find an earlier success, in seconds.
     pub job_reuse_window_seconds: i64,
+    /// Largest document upload, in bytes.
+    pub max_upload_bytes: usize,
+    /// How many documents the server processes at once (0: none on this node).
+    pub document_processors: usize,
 }
 
 impl Default for AppOptions {
@@ -44,6 +48,8 @@ impl Default for AppOptions {
             max_body_bytes: JSON_BODY_DEFAULT_BYTES,
             token_secret: None,
             job_reuse_window_seconds: sessiond_core::limits::JOB_REUSE_WINDOW_DEFAULT_SECONDS,
+            max_upload_bytes: sessiond_core::limits::UPLOAD_DEFAULT_BYTES,
+            document_processors: 2,
         }
     }
 }
@@ -82,14 +88,6 @@ impl App {
         options: AppOptions,
     ) -> Result<App, Error> {
         let shutdown = CancellationToken::new();
-        let services = Services::new(
-            store.clone(),
-            hub.clone(),
-            shutdown.clone(),
-            options.job_reuse_window_seconds,
-        );
-        services.accounts.ensure_default().await?;
-        services.jobs.spawn_sweeper();
         let secret = match &options.token_secret {
             Some(s) => s.clone(),
             None => {
@@ -98,6 +96,18 @@ impl App {
                 s
             }
         };
+        let services = Services::new(
+            store.clone(),
+            hub.clone(),
+            shutdown.clone(),
+            options.job_reuse_window_seconds,
+            &secret,
+        );
+        services.accounts.ensure_default().await?;
+        services.jobs.spawn_sweeper();
+        services
+            .documents
+            .spawn_processors(options.document_processors);
         let auth = Authenticator::new(
             store.clone(),
             options.admin_key.as_deref(),
@@ -119,6 +129,8 @@ impl App {
         let request_id = HeaderName::from_static("x-request-id");
         Router::new()
             .merge(api::router())
+            .merge(crate::compat::recoupable::router())
+            .merge(crate::compat::trigger::router())
             .fallback(api::ops::not_found)
             .method_not_allowed_fallback(api::ops::method_not_allowed)
             .layer(DefaultBodyLimit::max(self.options.max_body_bytes))

@@ -10,6 +10,7 @@ use crate::app::App;
 pub mod accounts;
 pub mod channels;
 pub mod chats;
+pub mod documents;
 pub mod jobs;
 pub mod ops;
 pub mod sessions;
@@ -53,6 +54,21 @@ pub fn router() -> Router<App> {
         .route(
             "/v1/sessions/{session}/chats/{chat}/read",
             post(chats::read),
+        )
+        .route(
+            "/v1/sessions/{session}/documents",
+            // Uploads enforce their own limit while streaming (--max-upload-bytes).
+            post(documents::upload)
+                .layer(DefaultBodyLimit::disable())
+                .get(documents::list),
+        )
+        .route(
+            "/v1/sessions/{session}/documents/{doc}",
+            get(documents::get).delete(documents::delete),
+        )
+        .route(
+            "/v1/sessions/{session}/chunks/search",
+            get(documents::search),
         )
         .route("/v1/jobs/claim", post(jobs::claim))
         .route("/v1/jobs/{id}", get(jobs::get))

@@ -2,6 +2,7 @@
 //! `read:sessions:{id}` and `write:sessions:{id}`.
 
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sessiond_core::error::codes;
 use sessiond_core::session::Session;
@@ -104,6 +105,22 @@ impl TokenSigner {
             expires_at: Timestamp::from_millis(claims.exp * 1000),
             scopes,
         })
+    }
+
+    /// Signs arbitrary claims with the server's secret (HS256), for surfaces whose tokens carry
+    /// claims of their own (trigger.dev's public access tokens).
+    pub fn sign_claims<T: Serialize>(&self, claims: &T) -> Result<String, Error> {
+        encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .map_err(|e| Error::internal(format!("cannot sign a token: {e}")))
+    }
+
+    /// Verifies a token signed with the server's secret (signature, `exp`, `sub`) and returns
+    /// its claims as they are; the caller interprets them.
+    pub fn verify_claims<T: DeserializeOwned>(
+        &self,
+        token: &str,
+    ) -> Result<T, jsonwebtoken::errors::Error> {
+        decode::<T>(token, &self.decoding, &self.validation).map(|d| d.claims)
     }
 
     pub fn verify(&self, token: &str) -> Result<TokenGrant, Error> {

@@ -1,5 +1,7 @@
 use std::sync::Arc;
 
+use aes_gcm::aead::{Aead, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
 use rand::RngCore;
 use sessiond_core::account::{Account, ApiKey};
 use sessiond_core::error::codes;
@@ -13,6 +15,53 @@ use crate::auth::hash_secret;
 #[derive(Clone)]
 pub struct AccountService {
     store: Arc<dyn Store>,
+    sealer: Arc<KeySealer>,
+}
+
+/// Seals API key secrets (AES-256-GCM) so the server can get a secret back: trigger.dev clients
+/// sign public tokens with their secret key, and the server verifies those signatures. The key
+/// is derived from the server's token secret, so every node of a cluster can unseal.
+pub struct KeySealer {
+    cipher: Aes256Gcm,
+}
+
+/// Domain separation: the token secret signs JWTs; this derivation only seals key secrets.
+const SEAL_LABEL: &[u8] = b"sessiond/api-key-seal/v1\0";
+const NONCE_BYTES: usize = 12;
+
+impl KeySealer {
+    pub fn new(token_secret: &[u8]) -> Self {
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        sha2::Digest::update(&mut h, SEAL_LABEL);
+        sha2::Digest::update(&mut h, token_secret);
+        let key: [u8; 32] = sha2::Digest::finalize(h).into();
+        Self {
+            cipher: Aes256Gcm::new(&key.into()),
+        }
+    }
+
+    /// `nonce (12 bytes) || ciphertext with tag`.
+    pub fn seal(&self, secret: &str) -> Result<Vec<u8>, Error> {
+        let mut nonce = [0u8; NONCE_BYTES];
+        rand::rng().fill_bytes(&mut nonce);
+        let ct = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), secret.as_bytes())
+            .map_err(|_| Error::internal("cannot seal a key secret"))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ct);
+        Ok(out)
+    }
+
+    /// The secret, or `None` when the seal was made under another token secret (or is damaged).
+    pub fn unseal(&self, sealed: &[u8]) -> Option<String> {
+        if sealed.len() <= NONCE_BYTES {
+            return None;
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_BYTES);
+        let pt = self.cipher.decrypt(Nonce::from_slice(nonce), ct).ok()?;
+        String::from_utf8(pt).ok()
+    }
 }
 
 /// A key as created: the secret is returned once and never stored.
@@ -38,8 +87,11 @@ pub fn generate_secret() -> String {
 }
 
 impl AccountService {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn Store>, sealer: KeySealer) -> Self {
+        Self {
+            store,
+            sealer: Arc::new(sealer),
+        }
     }
 
     /// Makes sure the open-mode default account exists.
@@ -105,7 +157,27 @@ impl AccountService {
             revoked_at: None,
         };
         let key = self.store.create_api_key(key).await?;
+        // The key works without its seal; only tokens the client signs with it need the seal.
+        match self.sealer.seal(&secret) {
+            Ok(sealed) => {
+                if let Err(e) = self.store.store_key_seal(key.id, sealed).await {
+                    tracing::warn!(key = %key.id, error = %e, "cannot store the key's seal; tokens signed with it will not verify");
+                }
+            }
+            Err(e) => tracing::warn!(key = %key.id, error = %e, "cannot seal the key"),
+        }
         Ok(IssuedKey { key, secret })
+    }
+
+    /// The secrets of the account's live keys (those that could be unsealed), oldest first.
+    pub async fn key_secrets(&self, account: AccountId) -> Result<Vec<String>, Error> {
+        Ok(self
+            .store
+            .key_seals(account)
+            .await?
+            .iter()
+            .filter_map(|s| self.sealer.unseal(s))
+            .collect())
     }
 
     #[instrument(skip_all, fields(key = %id))]

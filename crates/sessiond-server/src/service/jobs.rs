@@ -17,6 +17,12 @@ use uuid::Uuid;
 /// Job types the server runs itself (document processing); workers cannot claim them.
 pub const SERVER_JOB_TYPES: &[&str] = &["document.process", "documentation.processUpload"];
 
+/// See [`JobService::create_with`].
+pub type SessionChangeForJob = Box<
+    dyn FnOnce(&Job, &mut Session, Timestamp) -> Result<Vec<sessiond_core::event::Event>, Error>
+        + Send,
+>;
+
 /// How often expired leases are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -105,13 +111,27 @@ impl JobService {
     /// Creates a job. With `reuse`, an earlier success of the same type and normalized input in
     /// the account, finished within the reuse window, is reused: the new job is created
     /// succeeded with its result (and its output key applied).
-    #[instrument(skip_all, fields(session = %session))]
     pub async fn create(
         &self,
         account: AccountId,
         session: &SessionRef,
         input: CreateJobInput,
     ) -> Result<Job, Error> {
+        Ok(self.create_with(account, session, input, None).await?.0)
+    }
+
+    /// Like [`JobService::create`], and `change` also changes the session in the same
+    /// transaction, given the settled job (for example to record the job's id in the session's
+    /// data). It returns the events describing its change (none: it changed nothing); an error
+    /// aborts the whole creation. Returns the job and the session after the transaction.
+    #[instrument(skip_all, fields(session = %session))]
+    pub async fn create_with(
+        &self,
+        account: AccountId,
+        session: &SessionRef,
+        input: CreateJobInput,
+        change: Option<SessionChangeForJob>,
+    ) -> Result<(Job, Session), Error> {
         let now = Timestamp::now();
         let (job, reuse) = input.validate(account, now)?;
         let since = reuse.then(|| now.plus_seconds(-self.reuse_window_seconds));
@@ -125,15 +145,19 @@ impl JobService {
                 Box::new(
                     move |job: &mut Job, s: &mut Session, previous: Option<&Job>| {
                         s.ensure_active(now)?;
-                        match previous {
+                        let mut events = match previous {
                             Some(previous) => {
                                 job.reuse(previous, now);
                                 let mut events = vec![job.created_event()];
                                 events.extend(job.apply_output(s, now)?);
-                                Ok(events)
+                                events
                             }
-                            None => Ok(vec![job.created_event()]),
+                            None => vec![job.created_event()],
+                        };
+                        if let Some(change) = change {
+                            events.extend(change(job, s, now)?);
                         }
+                        Ok(events)
                     },
                 ),
             )
@@ -141,8 +165,7 @@ impl JobService {
             .ok_or_else(|| Error::session_not_found(session))?;
         metrics::counter!("sessiond_jobs_created_total", "reused" => if job.reused_from.is_some() { "true" } else { "false" }).increment(1);
         self.changed(&job);
-        let _ = session_after;
-        Ok(job)
+        Ok((job, session_after))
     }
 
     pub async fn get(&self, account: AccountId, id: JobId) -> Result<Job, Error> {

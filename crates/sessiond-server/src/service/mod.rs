@@ -7,16 +7,21 @@ use sessiond_store::{Hub, Store};
 use tokio_util::sync::CancellationToken;
 
 pub mod accounts;
+pub mod agent;
 pub mod channels;
 pub mod chats;
+pub mod documents;
 pub mod jobs;
 pub mod sessions;
+pub mod trigger;
 
 pub use accounts::AccountService;
 pub use channels::ChannelService;
 pub use chats::ChatService;
+pub use documents::DocumentService;
 pub use jobs::JobService;
 pub use sessions::SessionService;
+pub use trigger::TriggerService;
 
 #[derive(Clone)]
 pub struct Services {
@@ -24,7 +29,9 @@ pub struct Services {
     pub accounts: AccountService,
     pub channels: ChannelService,
     pub jobs: JobService,
+    pub documents: DocumentService,
     pub chats: ChatService,
+    pub trigger: TriggerService,
 }
 
 impl Services {
@@ -33,6 +40,7 @@ impl Services {
         hub: Arc<Hub>,
         shutdown: CancellationToken,
         job_reuse_window_seconds: i64,
+        token_secret: &[u8],
     ) -> Self {
         let jobs = JobService::new(
             store.clone(),
@@ -40,11 +48,22 @@ impl Services {
             shutdown.clone(),
             job_reuse_window_seconds,
         );
+        let sessions = SessionService::new(store.clone(), hub.clone(), jobs.clone());
+        let channels = ChannelService::new(store.clone(), hub.clone(), shutdown.clone());
+        let documents = DocumentService::new(
+            store.clone(),
+            hub.clone(),
+            jobs.clone(),
+            shutdown.clone(),
+            job_reuse_window_seconds,
+        );
         Self {
-            sessions: SessionService::new(store.clone(), hub.clone(), jobs.clone()),
-            accounts: AccountService::new(store.clone()),
+            documents,
+            trigger: TriggerService::new(sessions.clone(), jobs.clone(), channels.clone()),
+            sessions,
+            accounts: AccountService::new(store.clone(), accounts::KeySealer::new(token_secret)),
             chats: ChatService::new(store.clone(), hub.clone()),
-            channels: ChannelService::new(store, hub, shutdown),
+            channels,
             jobs,
         }
     }

@@ -9,11 +9,15 @@ use sessiond_core::ids::SessionRef;
 use sessiond_core::session::{
     validate_close_reason, CreateSessionInput, Session, SessionFilter, SessionQuery,
 };
-use sessiond_core::{AccountId, Error, ErrorKind, Timestamp};
+use sessiond_core::{AccountId, Error, ErrorKind, SessionId, Timestamp};
 use sessiond_store::{Hub, InsertSession, Store, UpdateSession};
 use tracing::instrument;
 
 use crate::extract::IfMatch;
+
+/// Computes a merge patch from the session as the store holds it (see
+/// [`SessionService::patch_with`]).
+pub type PatchFrom = Box<dyn FnOnce(&Session) -> Result<Value, Error> + Send>;
 
 #[derive(Clone)]
 pub struct SessionService {
@@ -119,6 +123,37 @@ impl SessionService {
         patch: Value,
         if_match: Option<IfMatch>,
     ) -> Result<Session, Error> {
+        self.patch_with(
+            account,
+            r,
+            Box::new(move |s: &Session| {
+                if let Some(IfMatch::Version(v)) = if_match {
+                    if s.version != v {
+                        return Err(Error::new(
+                            ErrorKind::PreconditionFailed,
+                            codes::VERSION_MISMATCH,
+                            format!(
+                                "Session {} is at version {}, not {v}; read it again and retry",
+                                s.id, s.version
+                            ),
+                        ));
+                    }
+                }
+                Ok(patch)
+            }),
+        )
+        .await
+    }
+
+    /// Applies the merge patch that `make` computes from the current session, while the store
+    /// holds the row: a patch that depends on the session's state without a read-then-write race.
+    #[instrument(skip_all, fields(session = %r))]
+    pub async fn patch_with(
+        &self,
+        account: AccountId,
+        r: &SessionRef,
+        make: PatchFrom,
+    ) -> Result<Session, Error> {
         let now = Timestamp::now();
         let outcome = self
             .store
@@ -126,18 +161,7 @@ impl SessionService {
                 account,
                 r,
                 Box::new(move |s: &mut Session| {
-                    if let Some(IfMatch::Version(v)) = if_match {
-                        if s.version != v {
-                            return Err(Error::new(
-                                ErrorKind::PreconditionFailed,
-                                codes::VERSION_MISMATCH,
-                                format!(
-                                    "Session {} is at version {}, not {v}; read it again and retry",
-                                    s.id, s.version
-                                ),
-                            ));
-                        }
-                    }
+                    let patch = make(s)?;
                     Ok(s.apply_merge_patch(&patch, now)?.into_iter().collect())
                 }),
             )
@@ -146,6 +170,12 @@ impl SessionService {
             self.hub.channel_changed(s.id, EVENTS_CHANNEL);
         }
         updated(outcome, r)
+    }
+
+    /// The account that owns the session with this id, whichever account asks. Only for
+    /// surfaces that answer 403 (rather than 404) on another account's session.
+    pub async fn owner(&self, id: SessionId) -> Result<Option<AccountId>, Error> {
+        Ok(self.store.session_owner(id).await?)
     }
 
     /// Closes the session; closing a closed session returns it unchanged.

@@ -8,5 +8,7 @@ mod common;
 mod concurrency;
 mod jobs;
 mod ops;
+mod recoupable;
 mod sessions;
 mod tokens;
+mod trigger;
