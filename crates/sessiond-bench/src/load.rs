@@ -45,6 +45,9 @@ pub enum Workload {
     Patch { uris: Arc<Vec<Uri>> },
     /// Alternating list pages.
     List { uris: [Uri; 2] },
+    /// `POST /v1/sessions/{id}/channels/in/records` with `batch` records from
+    /// [`append_body`]; worker `w` appends to `uris[w % len]` (one URI = one shared channel).
+    Append { uris: Arc<Vec<Uri>>, batch: u32 },
 }
 
 impl Workload {
@@ -52,7 +55,13 @@ impl Workload {
         matches!(self, Workload::SeedPool { .. })
     }
 
-    fn request(&self, target: &Target, seq: u64, rng: &mut XorShift) -> Request<Full<Bytes>> {
+    fn request(
+        &self,
+        target: &Target,
+        seq: u64,
+        wid: u64,
+        rng: &mut XorShift,
+    ) -> Request<Full<Bytes>> {
         let (method, uri, body) = match self {
             Workload::Health { uri } => (Method::GET, uri.clone(), None),
             Workload::Create { uri } => (Method::POST, uri.clone(), Some((JSON, create_body(seq)))),
@@ -65,6 +74,11 @@ impl Workload {
                 Some((MERGE_PATCH, patch_body(seq))),
             ),
             Workload::List { uris } => (Method::GET, uris[(seq % 2) as usize].clone(), None),
+            Workload::Append { uris, batch } => (
+                Method::POST,
+                by_worker(uris, wid),
+                Some((JSON, append_body(seq, *batch))),
+            ),
         };
         let (ctype, bytes) = match body {
             Some((ctype, bytes)) => (Some(ctype), bytes),
@@ -90,6 +104,31 @@ fn pick(uris: &[Uri], rng: &mut XorShift) -> Uri {
     // Callers guarantee a non-empty pool; the modulo keeps this total anyway.
     let i = (rng.next() % uris.len().max(1) as u64) as usize;
     uris.get(i).cloned().unwrap_or_default()
+}
+
+fn by_worker(uris: &[Uri], wid: u64) -> Uri {
+    let i = (wid % uris.len().max(1) as u64) as usize;
+    uris.get(i).cloned().unwrap_or_default()
+}
+
+/// About 100 bytes of filler so that a record is the size of a small real message.
+pub const PAD: &str =
+    "sessiond-bench-padding-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789-abcdefghijklmnopqrstuvwxyz";
+
+/// `{"records":[{"data":{"n":…,"pad":"…"}}, …]}` with `batch` records numbered from `seq * batch`.
+pub fn append_body(seq: u64, batch: u32) -> Bytes {
+    let batch = u64::from(batch.max(1));
+    let mut s = String::with_capacity(16 + batch as usize * (PAD.len() + 40));
+    s.push_str(r#"{"records":["#);
+    for j in 0..batch {
+        if j > 0 {
+            s.push(',');
+        }
+        let n = seq.wrapping_mul(batch).wrapping_add(j);
+        s.push_str(&format!(r#"{{"data":{{"n":{n},"pad":"{PAD}"}}}}"#));
+    }
+    s.push_str("]}");
+    Bytes::from(s)
 }
 
 pub fn create_body(i: u64) -> Bytes {
@@ -244,11 +283,15 @@ pub struct Outcome {
     /// Ids of created sessions (only for [`Workload::SeedPool`]).
     pub ids: Vec<String>,
     pub wall: Duration,
+    /// Successful (2xx) answers, warm-up and uncounted ones included: what the server
+    /// acknowledged, for integrity checks.
+    pub acked: u64,
 }
 
 struct WorkerOut {
     hist: Histogram<u64>,
     errors: u64,
+    acked: u64,
     first_error: Option<(Instant, String)>,
     ids: Vec<String>,
 }
@@ -284,10 +327,12 @@ pub async fn run(
     let mut errors = 0;
     let mut first: Option<(Instant, String)> = None;
     let mut ids = Vec::new();
+    let mut acked = 0;
     for h in handles {
         let out = h.await.context("load worker panicked")??;
         hist.add(&out.hist).context("merging histograms")?;
         errors += out.errors;
+        acked += out.acked;
         ids.extend(out.ids);
         if let Some((at, msg)) = out.first_error {
             if first.as_ref().is_none_or(|(f, _)| at < *f) {
@@ -301,6 +346,7 @@ pub async fn run(
         first_error: first.map(|(_, m)| m),
         ids,
         wall: started.elapsed(),
+        acked,
     })
 }
 
@@ -313,6 +359,7 @@ async fn worker(
     let mut out = WorkerOut {
         hist: new_histogram()?,
         errors: 0,
+        acked: 0,
         first_error: None,
         ids: Vec::new(),
     };
@@ -336,7 +383,7 @@ async fn worker(
                 }
             },
         };
-        let req = workload.request(&target, seq, &mut rng);
+        let req = workload.request(&target, seq, wid, &mut rng);
         let t0 = Instant::now();
         let res = tokio::time::timeout(REQUEST_TIMEOUT, exchange(sender, req)).await;
         let t1 = Instant::now();
@@ -352,6 +399,9 @@ async fn worker(
                     conn = None;
                 }
                 let ok = answer.status.is_success();
+                if ok {
+                    out.acked += 1;
+                }
                 if !ok {
                     out.error(counted, || {
                         format!("HTTP {}: {}", answer.status, snippet(&answer.body))
@@ -383,7 +433,7 @@ async fn worker(
     Ok(out)
 }
 
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
+pub async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
     let stream = TcpStream::connect(addr).await?;
     // Small request/response pairs: Nagle would add delayed-ACK stalls to every exchange.
     stream.set_nodelay(true)?;
@@ -395,13 +445,13 @@ async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
     Ok(sender)
 }
 
-struct Answer {
-    status: StatusCode,
-    body: Bytes,
-    close: bool,
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Bytes,
+    pub close: bool,
 }
 
-async fn exchange(
+pub async fn exchange(
     sender: &mut SendRequest<Full<Bytes>>,
     req: Request<Full<Bytes>>,
 ) -> Result<Answer, hyper::Error> {
@@ -421,7 +471,54 @@ async fn exchange(
     })
 }
 
-fn snippet(body: &[u8]) -> String {
+/// A request with the target's `Host` and `Authorization` headers.
+pub fn request(
+    target: &Target,
+    method: Method,
+    uri: Uri,
+    body: Option<Bytes>,
+) -> Request<Full<Bytes>> {
+    let has_body = body.is_some();
+    let mut req = Request::new(Full::new(body.unwrap_or_default()));
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    headers.insert(HOST, target.host_header.clone());
+    if let Some(auth) = &target.auth {
+        headers.insert(AUTHORIZATION, auth.clone());
+    }
+    if has_body {
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+    }
+    req
+}
+
+/// One request on a fresh connection (setup and checks, not measured load); errors on a
+/// non-2xx answer with its status and body.
+pub async fn call(
+    target: &Target,
+    method: Method,
+    path: &str,
+    body: Option<Bytes>,
+) -> Result<Bytes> {
+    let uri = target.uri(path)?;
+    let what = format!("{method} {path}");
+    let once = async {
+        let mut sender = connect(target.addr).await?;
+        let answer = exchange(&mut sender, request(target, method, uri, body)).await?;
+        anyhow::Ok(answer)
+    };
+    let answer = tokio::time::timeout(REQUEST_TIMEOUT, once)
+        .await
+        .map_err(|_| anyhow::anyhow!("{what}: no answer within {} s", REQUEST_TIMEOUT.as_secs()))?
+        .with_context(|| what.clone())?;
+    if !answer.status.is_success() {
+        anyhow::bail!("{what}: HTTP {}: {}", answer.status, snippet(&answer.body));
+    }
+    Ok(answer.body)
+}
+
+pub fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let mut s: String = text.chars().take(ERROR_BODY_CHARS).collect();
     if text.chars().count() > ERROR_BODY_CHARS {
@@ -433,7 +530,7 @@ fn snippet(body: &[u8]) -> String {
     s
 }
 
-fn session_id(body: &[u8]) -> Option<String> {
+pub fn session_id(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let id = v.get("id")?.as_str()?;
     // Only real ids go into paths; anything else would make every later request a 404.
@@ -476,6 +573,34 @@ mod tests {
         assert_eq!(v, serde_json::json!({"data":{"n":7}}));
         let v: serde_json::Value = serde_json::from_slice(&pool_body(2)).unwrap();
         assert_eq!(v["type"], "bench-pool");
+    }
+
+    #[test]
+    fn append_bodies() {
+        let v: serde_json::Value = serde_json::from_slice(&append_body(5, 1)).unwrap();
+        let recs = v["records"].as_array().unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0]["data"]["n"], 5);
+        let pad = recs[0]["data"]["pad"].as_str().unwrap();
+        assert!((90..=110).contains(&pad.len()), "{}", pad.len());
+        assert_eq!(
+            recs[0].as_object().unwrap().len(),
+            1,
+            "data only: ids are server-made"
+        );
+
+        let v: serde_json::Value = serde_json::from_slice(&append_body(3, 100)).unwrap();
+        let recs = v["records"].as_array().unwrap();
+        assert_eq!(recs.len(), 100);
+        assert_eq!(recs[0]["data"]["n"], 300);
+        assert_eq!(recs[99]["data"]["n"], 399);
+    }
+
+    #[test]
+    fn append_goes_to_the_worker_session() {
+        let uris: Vec<Uri> = (0..3).map(|i| format!("/{i}").parse().unwrap()).collect();
+        assert_eq!(by_worker(&uris, 4).path(), "/1");
+        assert_eq!(by_worker(&uris[..1], 4).path(), "/0");
     }
 
     #[test]

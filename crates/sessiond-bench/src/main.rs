@@ -11,8 +11,10 @@ use clap::{Parser, ValueEnum};
 use hyper::Uri;
 use serde_json::{json, Map, Value};
 
+mod channels;
 mod load;
 mod report;
+mod sse;
 mod target;
 
 use load::{Bound, Workload};
@@ -50,7 +52,8 @@ struct Args {
     /// Unmeasured seconds before each scenario's measurement.
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     warmup: f64,
-    /// Comma-separated scenarios, run in the given order.
+    /// Comma-separated scenarios, run in the given order (`channels` =
+    /// bare,append,append-shared,append-batch,fanout,idle-sse).
     #[arg(
         long,
         value_enum,
@@ -80,6 +83,22 @@ struct Args {
     /// Permit a --url whose host is not loopback.
     #[arg(long)]
     allow_remote: bool,
+    /// SSE subscribers for `fanout` and `idle-sse`, one connection each.
+    #[arg(long, default_value_t = 1_000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    subscribers: u32,
+    /// Records per second the `fanout` producer appends.
+    #[arg(long, default_value_t = 200.0, value_name = "PER_SEC")]
+    fanout_rate: f64,
+    /// Appends the `fanout` producer may have outstanding, one connection each (1 = a single
+    /// sequential producer; more keep the rate when appends are slower than its interval).
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    fanout_in_flight: u32,
+    /// Sessions the `idle-sse` subscribers are spread over (1 = all on one session's channel).
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    idle_sessions: u32,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -96,6 +115,38 @@ enum Scenario {
     List,
     /// Seed a (large) data set, read the server's RSS, then list on top of it.
     Memory,
+    /// Single-record appends, each worker to the `in` channel of its own session.
+    Append,
+    /// Single-record appends, every worker to the same session's `in` channel.
+    AppendShared,
+    /// 100-record batches, each worker to its own session's `in` channel.
+    AppendBatch,
+    /// `--subscribers` SSE subscribers on one channel, one producer at `--fanout-rate`.
+    Fanout,
+    /// Server memory per idle SSE subscriber.
+    IdleSse,
+    /// Shorthand for bare,append,append-shared,append-batch,fanout,idle-sse.
+    Channels,
+}
+
+/// What `channels` stands for.
+const CHANNEL_SCENARIOS: [Scenario; 6] = [
+    Scenario::Bare,
+    Scenario::Append,
+    Scenario::AppendShared,
+    Scenario::AppendBatch,
+    Scenario::Fanout,
+    Scenario::IdleSse,
+];
+
+/// The scenario list with shorthands expanded, in order.
+fn expand(list: &[Scenario]) -> Vec<Scenario> {
+    list.iter()
+        .flat_map(|&s| match s {
+            Scenario::Channels => CHANNEL_SCENARIOS.to_vec(),
+            other => vec![other],
+        })
+        .collect()
 }
 
 impl Scenario {
@@ -107,11 +158,18 @@ impl Scenario {
             Scenario::Patch => "patch",
             Scenario::List => "list",
             Scenario::Memory => "memory",
+            Scenario::Append => "append",
+            Scenario::AppendShared => "append-shared",
+            Scenario::AppendBatch => "append-batch",
+            Scenario::Fanout => "fanout",
+            Scenario::IdleSse => "idle-sse",
+            Scenario::Channels => "channels",
         }
     }
 }
 
 fn main() -> ExitCode {
+    channels::init_clock();
     let args = Args::parse();
     let built = if args.client_threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -153,6 +211,10 @@ struct Ctx {
     /// Seed tickets handed out so far for the list/memory data set (so `memory` after `list`
     /// only adds what is missing).
     seeded: u64,
+    subscribers: usize,
+    fanout_rate: f64,
+    fanout_in_flight: usize,
+    idle_sessions: u64,
 }
 
 /// Returns whether every scenario ran.
@@ -163,8 +225,12 @@ async fn run(args: Args) -> Result<bool> {
     if !(args.warmup.is_finite() && args.warmup >= 0.0) {
         bail!("--warmup must be >= 0");
     }
+    if !(args.fanout_rate.is_finite() && args.fanout_rate > 0.0 && args.fanout_rate <= 1e6) {
+        bail!("--fanout-rate must be > 0 and <= 1000000");
+    }
     let argv: Vec<String> = std::env::args().collect();
     let command = report::command_line(&argv);
+    let scenarios = expand(&args.scenarios);
 
     let (server, target) = match &args.url {
         Some(url) => {
@@ -203,12 +269,16 @@ async fn run(args: Args) -> Result<bool> {
             json!({ "startedByBench": false, "version": null, "pid": null, "url": target.display })
         }
     };
-    let scenario_names: Vec<&str> = args.scenarios.iter().map(|s| s.name()).collect();
+    let scenario_names: Vec<&str> = scenarios.iter().map(|s| s.name()).collect();
 
     println!("sessiond-bench {}", env!("CARGO_PKG_VERSION"));
     println!("command:  {command}");
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "n/a".into());
     println!(
-        "machine:  nproc {nproc}; client {} ({} thread{})",
+        "machine:  nproc {nproc}; load average {loadavg} at start; client {} ({} thread{})",
         if args.client_threads == 1 {
             "current-thread runtime"
         } else {
@@ -247,11 +317,15 @@ async fn run(args: Args) -> Result<bool> {
         server,
         pool: None,
         seeded: 0,
+        subscribers: args.subscribers as usize,
+        fanout_rate: args.fanout_rate,
+        fanout_in_flight: args.fanout_in_flight as usize,
+        idle_sessions: u64::from(args.idle_sessions),
     };
 
     let mut reports = Vec::new();
     let mut server_gone: Option<String> = None;
-    for &sc in &args.scenarios {
+    for &sc in &scenarios {
         if let Some(why) = &server_gone {
             reports.push(ScenarioReport::failed(
                 sc.name(),
@@ -296,6 +370,10 @@ async fn run(args: Args) -> Result<bool> {
                 "scenarios": scenario_names,
                 "seedSessions": args.seed_sessions,
                 "poolSessions": args.pool_sessions,
+                "subscribers": args.subscribers,
+                "fanoutRate": args.fanout_rate,
+                "fanoutInFlight": args.fanout_in_flight,
+                "idleSessions": args.idle_sessions,
             },
             "scenarios": reports.iter().map(ScenarioReport::to_json).collect::<Vec<_>>(),
         });
@@ -354,7 +432,71 @@ async fn run_scenario(ctx: &mut Ctx, sc: Scenario) -> Result<ScenarioReport> {
             Ok(rep)
         }
         Scenario::Memory => memory(ctx).await,
+        Scenario::Append => append(ctx, sc, ctx.concurrency as u64, 1).await,
+        Scenario::AppendShared => append(ctx, sc, 1, 1).await,
+        Scenario::AppendBatch => {
+            append(ctx, sc, ctx.concurrency as u64, channels::APPEND_BATCH).await
+        }
+        Scenario::Fanout => {
+            channels::fanout(
+                t,
+                channels::FanoutConfig {
+                    subscribers: ctx.subscribers,
+                    rate: ctx.fanout_rate,
+                    in_flight: ctx.fanout_in_flight,
+                    warmup: ctx.warmup,
+                    duration: ctx.duration,
+                    server_pid: ctx.server.as_ref().map(|s| s.pid),
+                },
+            )
+            .await
+        }
+        Scenario::IdleSse => {
+            channels::check_fd_limit(ctx.subscribers)?;
+            let sessions = create_sessions(ctx, ctx.idle_sessions, "idle-sse").await?;
+            channels::idle_sse(
+                t,
+                channels::IdleConfig {
+                    subscribers: ctx.subscribers,
+                    sessions,
+                    settle: ctx.warmup.max(Duration::from_millis(500)),
+                    duration: ctx.duration,
+                    server_pid: ctx.server.as_ref().map(|s| s.pid),
+                },
+            )
+            .await
+        }
+        Scenario::Channels => bail!("`channels` is a shorthand and is expanded before running"),
     }
+}
+
+/// `append`, `append-shared`, `append-batch`: closed-loop appends of `batch` records to the `in`
+/// channel of `sessions` fresh sessions (worker w → session w % sessions).
+async fn append(ctx: &mut Ctx, sc: Scenario, sessions: u64, batch: u32) -> Result<ScenarioReport> {
+    let ids = create_sessions(ctx, sessions, sc.name()).await?;
+    let uris = ids
+        .iter()
+        .map(|id| {
+            ctx.target.uri(&format!(
+                "/v1/sessions/{id}/channels/{}/records",
+                channels::APPEND_CHANNEL
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let cpu = channels::CpuMeter::start(ctx.server.as_ref().map(|s| s.pid));
+    let (mut rep, acked) = measure_acked(
+        ctx,
+        sc,
+        Workload::Append {
+            uris: Arc::new(uris),
+            batch,
+        },
+    )
+    .await?;
+    cpu.note(&mut rep);
+    let stored = channels::stored_records(&ctx.target, &ids, channels::APPEND_CHANNEL).await;
+    channels::append_notes(&mut rep, batch, acked, stored, ids.len());
+    Ok(rep)
 }
 
 fn list_workload(t: &Target) -> Result<Workload> {
@@ -368,6 +510,15 @@ fn list_workload(t: &Target) -> Result<Workload> {
 
 /// Runs `workload` closed-loop for warm-up + duration and summarises the measured part.
 async fn measure(ctx: &Ctx, sc: Scenario, workload: Workload) -> Result<ScenarioReport> {
+    Ok(measure_acked(ctx, sc, workload).await?.0)
+}
+
+/// [`measure`], plus how many requests the server acknowledged in all (warm-up included).
+async fn measure_acked(
+    ctx: &Ctx,
+    sc: Scenario,
+    workload: Workload,
+) -> Result<(ScenarioReport, u64)> {
     let bound = Arc::new(Bound::time(ctx.warmup, ctx.duration));
     let out = load::run(
         Arc::clone(&ctx.target),
@@ -381,48 +532,60 @@ async fn measure(ctx: &Ctx, sc: Scenario, workload: Workload) -> Result<Scenario
         "  {} requests, {:.0} req/s, p50 {:.3} ms, p99 {:.3} ms, {} errors",
         summary.requests, summary.rps, summary.p50_ms, summary.p99_ms, summary.errors
     );
-    Ok(ScenarioReport {
+    let rep = ScenarioReport {
         name: sc.name().to_string(),
         concurrency: ctx.concurrency,
         result: Ok(summary),
+        records_per_s: None,
+        compare_to_bare: true,
         vs_bare: None,
         first_error: out.first_error,
         notes: Vec::new(),
         extra: Map::new(),
-    })
+    };
+    Ok((rep, out.acked))
+}
+
+/// Creates `n` sessions (type `bench-pool`) for `what` and returns their ids; fails unless
+/// every one was created.
+async fn create_sessions(ctx: &Ctx, n: u64, what: &str) -> Result<Vec<String>> {
+    eprintln!("  creating {n} session(s) for {what}");
+    let uri = ctx.target.uri("/v1/sessions")?;
+    let bound = Arc::new(Bound::count(n, 0, 0));
+    let out = load::run(
+        Arc::clone(&ctx.target),
+        Arc::new(Workload::SeedPool { uri }),
+        Arc::clone(&bound),
+        ctx.concurrency
+            .min(usize::try_from(n).unwrap_or(usize::MAX))
+            .max(1),
+    )
+    .await?;
+    if out.ids.len() as u64 != n || bound.aborted() {
+        bail!(
+            "creating the sessions for {what} failed ({} of {n} created, {} errors; first: {})",
+            out.ids.len(),
+            out.errors,
+            out.first_error.as_deref().unwrap_or("-")
+        );
+    }
+    if n > 100 {
+        eprintln!(
+            "  created {} in {:.1} s ({} errors)",
+            out.ids.len(),
+            out.wall.as_secs_f64(),
+            out.errors
+        );
+    }
+    Ok(out.ids)
 }
 
 async fn ensure_pool(ctx: &mut Ctx) -> Result<Arc<Vec<Uri>>> {
     if let Some(p) = &ctx.pool {
         return Ok(Arc::clone(p));
     }
-    eprintln!("  creating {} sessions for get/patch", ctx.pool_sessions);
-    let uri = ctx.target.uri("/v1/sessions")?;
-    let bound = Arc::new(Bound::count(ctx.pool_sessions, 0, 0));
-    let out = load::run(
-        Arc::clone(&ctx.target),
-        Arc::new(Workload::SeedPool { uri }),
-        Arc::clone(&bound),
-        ctx.concurrency,
-    )
-    .await?;
-    if out.ids.is_empty() || bound.aborted() {
-        bail!(
-            "creating the get/patch pool failed ({} of {} created, {} errors; first: {})",
-            out.ids.len(),
-            ctx.pool_sessions,
-            out.errors,
-            out.first_error.as_deref().unwrap_or("-")
-        );
-    }
-    eprintln!(
-        "  created {} in {:.1} s ({} errors)",
-        out.ids.len(),
-        out.wall.as_secs_f64(),
-        out.errors
-    );
-    let uris = out
-        .ids
+    let ids = create_sessions(ctx, ctx.pool_sessions, "get/patch").await?;
+    let uris = ids
         .iter()
         .map(|id| ctx.target.uri(&format!("/v1/sessions/{id}")))
         .collect::<Result<Vec<_>>>()?;
@@ -581,6 +744,44 @@ mod tests {
         );
         assert_eq!((a.concurrency, a.duration, a.warmup), (64, 10.0, 2.0));
         assert_eq!((a.seed_sessions, a.client_threads), (10_000, 1));
+        assert_eq!(
+            (a.subscribers, a.fanout_rate, a.idle_sessions),
+            (1000, 200.0, 1)
+        );
+    }
+
+    #[test]
+    fn channels_shorthand_expands_in_place() {
+        let a = Args::try_parse_from(["b", "--scenarios", "channels"]).unwrap();
+        assert_eq!(
+            expand(&a.scenarios)
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>(),
+            vec![
+                "bare",
+                "append",
+                "append-shared",
+                "append-batch",
+                "fanout",
+                "idle-sse"
+            ]
+        );
+        let a = Args::try_parse_from([
+            "b",
+            "--scenarios",
+            "create,channels,idle-sse",
+            "--subscribers",
+            "10",
+            "--idle-sessions",
+            "10",
+        ])
+        .unwrap();
+        let names: Vec<_> = expand(&a.scenarios).iter().map(|s| s.name()).collect();
+        assert_eq!(names.first(), Some(&"create"));
+        assert_eq!(names.len(), 8);
+        assert_eq!(names.last(), Some(&"idle-sse"));
+        assert!(Args::try_parse_from(["b", "--subscribers", "0"]).is_err());
     }
 
     #[test]

@@ -59,6 +59,12 @@ pub struct ScenarioReport {
     pub concurrency: usize,
     /// `Err` when the scenario could not run (setup failed); the message says why.
     pub result: Result<Summary, String>,
+    /// Channel records moved per second (appended, or delivered for `fanout`), when that
+    /// differs from requests.
+    pub records_per_s: Option<f64>,
+    /// Whether throughput relative to `bare` means anything (not for streaming scenarios,
+    /// whose "requests" are deliveries or subscriptions).
+    pub compare_to_bare: bool,
     pub vs_bare: Option<f64>,
     pub first_error: Option<String>,
     /// Extra human-readable lines printed under the table.
@@ -73,6 +79,8 @@ impl ScenarioReport {
             name: name.to_string(),
             concurrency,
             result: Err(why),
+            records_per_s: None,
+            compare_to_bare: true,
             vs_bare: None,
             first_error: None,
             notes: Vec::new(),
@@ -90,6 +98,10 @@ impl ScenarioReport {
                 Ok(s) => {
                     m.insert("requests".into(), json!(s.requests));
                     m.insert("rps".into(), json!(round3(s.rps)));
+                    m.insert(
+                        "recordsPerSec".into(),
+                        json!(self.records_per_s.map(round3)),
+                    );
                     m.insert("p50Ms".into(), json!(round3(s.p50_ms)));
                     m.insert("p99Ms".into(), json!(round3(s.p99_ms)));
                     m.insert("maxMs".into(), json!(round3(s.max_ms)));
@@ -124,27 +136,28 @@ pub fn apply_vs_bare(reports: &mut [ScenarioReport]) {
         .filter(|rps| *rps > 0.0);
     for r in reports.iter_mut() {
         r.vs_bare = match (&r.result, bare) {
-            (Ok(s), Some(b)) => Some(s.rps / b),
+            (Ok(s), Some(b)) if r.compare_to_bare => Some(s.rps / b),
             _ => None,
         };
     }
 }
 
-pub const COLUMNS: [&str; 9] = [
+pub const COLUMNS: [&str; 10] = [
     "scenario",
     "concurrency",
     "requests",
     "req/s",
+    "records/s",
     "p50_ms",
     "p99_ms",
     "max_ms",
     "errors",
     "vs_bare",
 ];
-const WIDTHS: [usize; 9] = [10, 11, 10, 10, 9, 9, 9, 7, 7];
+const WIDTHS: [usize; 10] = [14, 11, 10, 10, 10, 9, 9, 9, 7, 7];
 
 /// Fixed-width line: the first column left-aligned, the numbers right-aligned.
-pub fn format_row(cells: &[String; 9]) -> String {
+pub fn format_row(cells: &[String; 10]) -> String {
     let mut line = String::new();
     for (i, (cell, w)) in cells.iter().zip(WIDTHS).enumerate() {
         if i == 0 {
@@ -156,7 +169,7 @@ pub fn format_row(cells: &[String; 9]) -> String {
     line.trim_end().to_string()
 }
 
-pub fn row_cells(r: &ScenarioReport) -> [String; 9] {
+pub fn row_cells(r: &ScenarioReport) -> [String; 10] {
     let dash = || "-".to_string();
     match &r.result {
         Ok(s) => [
@@ -164,6 +177,7 @@ pub fn row_cells(r: &ScenarioReport) -> [String; 9] {
             r.concurrency.to_string(),
             s.requests.to_string(),
             format!("{:.0}", s.rps),
+            r.records_per_s.map_or_else(dash, |x| format!("{x:.0}")),
             format!("{:.3}", s.p50_ms),
             format!("{:.3}", s.p99_ms),
             format!("{:.3}", s.max_ms),
@@ -173,6 +187,7 @@ pub fn row_cells(r: &ScenarioReport) -> [String; 9] {
         Err(_) => [
             r.name.clone(),
             r.concurrency.to_string(),
+            dash(),
             dash(),
             dash(),
             dash(),
@@ -309,6 +324,8 @@ mod tests {
                 max_ms: 10.0,
                 errors: 0,
             }),
+            records_per_s: None,
+            compare_to_bare: true,
             vs_bare: None,
             first_error: None,
             notes: Vec::new(),
@@ -333,17 +350,35 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "scenario    concurrency    requests       req/s     p50_ms     p99_ms     max_ms   errors  vs_bare"
+            "scenario        concurrency    requests       req/s   records/s     p50_ms     p99_ms     max_ms   errors  vs_bare"
         );
         assert_eq!(
             lines[2],
-            "create               64        1234        5000      0.412      2.500     10.000        0     0.25"
+            "create                   64        1234        5000           -      0.412      2.500     10.000        0     0.25"
         );
         // Columns line up: every row is as wide as the header.
         assert_eq!(lines[1].len(), lines[0].len());
         assert!(lines[3].starts_with("get ") && lines[3].contains("failed"));
         assert!(text.contains("get: FAILED: pool creation failed"));
         assert!(text.contains("create: first error: HTTP 500: boom"));
+    }
+
+    #[test]
+    fn records_column_and_streaming_rows() {
+        let mut rs = vec![report("bare", 20000.0), report("append-batch", 100.0)];
+        rs[1].records_per_s = Some(10_000.0);
+        let mut fan = report("fanout", 200_000.0);
+        fan.compare_to_bare = false;
+        rs.push(fan);
+        apply_vs_bare(&mut rs);
+        assert_eq!(rs[1].vs_bare, Some(0.005));
+        assert_eq!(rs[2].vs_bare, None);
+        let text = render(&rs);
+        let line = text.lines().nth(2).unwrap();
+        assert!(line.starts_with("append-batch "), "{line}");
+        assert!(line.contains(" 100       10000 "), "{line}");
+        assert_eq!(rs[1].to_json()["recordsPerSec"], 10_000.0);
+        assert!(rs[0].to_json()["recordsPerSec"].is_null());
     }
 
     #[test]

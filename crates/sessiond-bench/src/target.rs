@@ -328,6 +328,67 @@ pub fn status_kib(status: &str, field: &str) -> Option<u64> {
     })
 }
 
+/// `(soft, hard)` limit on open files of this process (and so of a server it starts), from
+/// `/proc/self/limits`; `None` when unreadable. `u64::MAX` stands for `unlimited`.
+///
+/// Raising the soft limit needs `setrlimit`, which safe Rust cannot call without a libc binding
+/// and the workspace forbids `unsafe`; so the bench checks and explains instead.
+pub fn open_files_limit() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_open_files_limit(&text)
+}
+
+pub fn parse_open_files_limit(limits: &str) -> Option<(u64, u64)> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut nums = line["Max open files".len()..].split_whitespace().map(|w| {
+        if w == "unlimited" {
+            Some(u64::MAX)
+        } else {
+            w.parse().ok()
+        }
+    });
+    Some((nums.next()??, nums.next()??))
+}
+
+/// The kernel's clock ticks per second for `/proc/<pid>/stat` times (`USER_HZ`). It is 100 on
+/// every Linux architecture the bench targets; reading it properly needs `sysconf` (libc).
+pub const USER_HZ: f64 = 100.0;
+
+/// User + system CPU time of a process in clock ticks, from `/proc/<pid>/stat`.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat_ticks(&text)
+}
+
+pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) is in parentheses and may contain spaces or ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, so utime (14) and stime (15) are at 11 and 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Busy clock ticks of the whole machine (every CPU: user, nice, system, irq, softirq, steal;
+/// not idle or iowait), from the first line of `/proc/stat`.
+pub fn machine_busy_ticks() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_machine_busy(&text)
+}
+
+pub fn parse_machine_busy(stat: &str) -> Option<u64> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|w| w.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    (v.len() >= 4).then(|| at(0) + at(1) + at(2) + at(5) + at(6) + at(7))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -374,6 +435,28 @@ mod tests {
         assert!(parse_url("http://example.com", true).is_ok());
         assert!(parse_url("https://127.0.0.1", false).is_err());
         assert!(parse_url("127.0.0.1:80", false).is_err());
+    }
+
+    #[test]
+    fn proc_limits_and_stat() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                      Max processes             95724                95724                processes \n\
+                      Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_open_files_limit(limits), Some((1024, 524_288)));
+        let unl = "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_open_files_limit(unl), Some((u64::MAX, u64::MAX)));
+        assert_eq!(parse_open_files_limit("nothing"), None);
+        assert!(open_files_limit().is_some());
+
+        let stat = "1234 (tokio (x) y) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 4 0";
+        assert_eq!(parse_stat_ticks(stat), Some(300));
+        assert_eq!(parse_stat_ticks("1 (x) S 1"), None);
+        assert!(cpu_ticks(std::process::id()).is_some());
+
+        let stat = "cpu  100 20 30 1000 5 1 2 3 0 0\ncpu0 50 10 15 500 2 0 1 1 0 0\n";
+        assert_eq!(parse_machine_busy(stat), Some(156));
+        assert_eq!(parse_machine_busy("cpu0 1 2 3 4\n"), None);
+        assert!(machine_busy_ticks().is_some());
     }
 
     #[test]
