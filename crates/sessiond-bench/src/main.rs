@@ -12,6 +12,7 @@ use hyper::Uri;
 use serde_json::{json, Map, Value};
 
 mod channels;
+mod jobs;
 mod load;
 mod report;
 mod sse;
@@ -53,7 +54,7 @@ struct Args {
     #[arg(long, default_value_t = 2.0, value_name = "SECS")]
     warmup: f64,
     /// Comma-separated scenarios, run in the given order (`channels` =
-    /// bare,append,append-shared,append-batch,fanout,idle-sse).
+    /// bare,append,append-shared,append-batch,fanout,idle-sse; `jobs-all` = jobs,jobs-handoff).
     #[arg(
         long,
         value_enum,
@@ -99,6 +100,17 @@ struct Args {
     #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     idle_sessions: u32,
+    /// Job workers of `jobs` and `jobs-handoff`, one connection each.
+    #[arg(long, default_value_t = 16, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    workers: u32,
+    /// Jobs `jobs` pre-fills and keeps queued ahead of its workers.
+    #[arg(long, default_value_t = 2_000, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    jobs_queued: u64,
+    /// Jobs per second the `jobs-handoff` producer creates, one at a time.
+    #[arg(long, default_value_t = 100.0, value_name = "PER_SEC")]
+    handoff_rate: f64,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -127,6 +139,12 @@ enum Scenario {
     IdleSse,
     /// Shorthand for bare,append,append-shared,append-batch,fanout,idle-sse.
     Channels,
+    /// `--workers` claim → complete loops against a queue kept full.
+    Jobs,
+    /// Create-ack → long-poll claim latency, one producer at `--handoff-rate`.
+    JobsHandoff,
+    /// Shorthand for jobs,jobs-handoff.
+    JobsAll,
 }
 
 /// What `channels` stands for.
@@ -144,6 +162,7 @@ fn expand(list: &[Scenario]) -> Vec<Scenario> {
     list.iter()
         .flat_map(|&s| match s {
             Scenario::Channels => CHANNEL_SCENARIOS.to_vec(),
+            Scenario::JobsAll => vec![Scenario::Jobs, Scenario::JobsHandoff],
             other => vec![other],
         })
         .collect()
@@ -164,6 +183,9 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::IdleSse => "idle-sse",
             Scenario::Channels => "channels",
+            Scenario::Jobs => "jobs",
+            Scenario::JobsHandoff => "jobs-handoff",
+            Scenario::JobsAll => "jobs-all",
         }
     }
 }
@@ -215,6 +237,9 @@ struct Ctx {
     fanout_rate: f64,
     fanout_in_flight: usize,
     idle_sessions: u64,
+    workers: usize,
+    jobs_queued: u64,
+    handoff_rate: f64,
 }
 
 /// Returns whether every scenario ran.
@@ -227,6 +252,9 @@ async fn run(args: Args) -> Result<bool> {
     }
     if !(args.fanout_rate.is_finite() && args.fanout_rate > 0.0 && args.fanout_rate <= 1e6) {
         bail!("--fanout-rate must be > 0 and <= 1000000");
+    }
+    if !(args.handoff_rate.is_finite() && args.handoff_rate > 0.0 && args.handoff_rate <= 1e5) {
+        bail!("--handoff-rate must be > 0 and <= 100000");
     }
     let argv: Vec<String> = std::env::args().collect();
     let command = report::command_line(&argv);
@@ -299,8 +327,9 @@ async fn run(args: Args) -> Result<bool> {
         None => println!("server:   {} (external)", target.display),
     }
     println!(
-        "load:     concurrency {}, warmup {} s + {} s measured per scenario; scenarios {}",
+        "load:     concurrency {}, job workers {}, warmup {} s + {} s measured per scenario; scenarios {}",
         args.concurrency,
+        args.workers,
         args.warmup,
         args.duration,
         scenario_names.join(",")
@@ -321,6 +350,9 @@ async fn run(args: Args) -> Result<bool> {
         fanout_rate: args.fanout_rate,
         fanout_in_flight: args.fanout_in_flight as usize,
         idle_sessions: u64::from(args.idle_sessions),
+        workers: args.workers as usize,
+        jobs_queued: args.jobs_queued,
+        handoff_rate: args.handoff_rate,
     };
 
     let mut reports = Vec::new();
@@ -374,6 +406,9 @@ async fn run(args: Args) -> Result<bool> {
                 "fanoutRate": args.fanout_rate,
                 "fanoutInFlight": args.fanout_in_flight,
                 "idleSessions": args.idle_sessions,
+                "workers": args.workers,
+                "jobsQueued": args.jobs_queued,
+                "handoffRate": args.handoff_rate,
             },
             "scenarios": reports.iter().map(ScenarioReport::to_json).collect::<Vec<_>>(),
         });
@@ -466,7 +501,46 @@ async fn run_scenario(ctx: &mut Ctx, sc: Scenario) -> Result<ScenarioReport> {
             )
             .await
         }
-        Scenario::Channels => bail!("`channels` is a shorthand and is expanded before running"),
+        Scenario::Jobs => {
+            let sessions = create_sessions(ctx, jobs::JOB_SESSIONS, "jobs").await?;
+            jobs::jobs(
+                t,
+                &sessions,
+                jobs::JobsConfig {
+                    workers: ctx.workers,
+                    queued: ctx.jobs_queued,
+                    warmup: ctx.warmup,
+                    duration: ctx.duration,
+                    server_pid: ctx.server.as_ref().map(|s| s.pid),
+                },
+            )
+            .await
+        }
+        Scenario::JobsHandoff => {
+            let sessions = create_sessions(ctx, 1, "jobs-handoff").await?;
+            let session = sessions
+                .first()
+                .context("no session for jobs-handoff")?
+                .clone();
+            jobs::handoff(
+                t,
+                &session,
+                jobs::HandoffConfig {
+                    workers: ctx.workers,
+                    rate: ctx.handoff_rate,
+                    warmup: ctx.warmup,
+                    duration: ctx.duration,
+                    server_pid: ctx.server.as_ref().map(|s| s.pid),
+                },
+            )
+            .await
+        }
+        Scenario::Channels | Scenario::JobsAll => {
+            bail!(
+                "`{}` is a shorthand and is expanded before running",
+                sc.name()
+            )
+        }
     }
 }
 
@@ -782,6 +856,21 @@ mod tests {
         assert_eq!(names.len(), 8);
         assert_eq!(names.last(), Some(&"idle-sse"));
         assert!(Args::try_parse_from(["b", "--subscribers", "0"]).is_err());
+    }
+
+    #[test]
+    fn jobs_all_shorthand_and_defaults() {
+        let a = Args::try_parse_from(["b", "--scenarios", "bare,jobs-all"]).unwrap();
+        let names: Vec<_> = expand(&a.scenarios).iter().map(|s| s.name()).collect();
+        assert_eq!(names, vec!["bare", "jobs", "jobs-handoff"]);
+        assert_eq!(
+            (a.workers, a.jobs_queued, a.handoff_rate),
+            (16, 2_000, 100.0)
+        );
+        assert!(Args::try_parse_from(["b", "--workers", "0"]).is_err());
+        let a =
+            Args::try_parse_from(["b", "--scenarios", "jobs-handoff", "--workers", "4"]).unwrap();
+        assert_eq!((a.scenarios[0], a.workers), (Scenario::JobsHandoff, 4));
     }
 
     #[test]
