@@ -8,10 +8,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use url::Url;
 
+pub use documents::{
+    ByteProgress, Chunk, Document, DocumentWithChunks, SearchHit, UploadOptions, Uploaded,
+};
 pub use follow::{Follow, FollowEvent, FollowFrom, Reconnect};
 pub use jobs::{ClaimedJob, CreateJob, Job};
 pub use reqwest::Method;
 
+mod documents;
 mod follow;
 mod jobs;
 mod sse;

@@ -116,6 +116,7 @@ pub mod codes {
     pub const DOCUMENT_EXISTS: &str = "document_exists";
     pub const UNSUPPORTED_CONTENT_TYPE: &str = "unsupported_content_type";
     pub const EMPTY_DOCUMENT: &str = "empty_document";
+    pub const DOCUMENT_SUPERSEDED: &str = "document_superseded";
     pub const LEASE_LOST: &str = "lease_lost";
     pub const CHAT_NOT_FOUND: &str = "chat_not_found";
     pub const CHAT_EXISTS: &str = "chat_exists";
@@ -158,6 +159,7 @@ pub mod codes {
         DOCUMENT_EXISTS,
         UNSUPPORTED_CONTENT_TYPE,
         EMPTY_DOCUMENT,
+        DOCUMENT_SUPERSEDED,
         LEASE_LOST,
         CHAT_NOT_FOUND,
         CHAT_EXISTS,

@@ -194,6 +194,33 @@ impl Session {
         }))
     }
 
+    /// Replaces top-level keys of `data` whole (a shallow merge): each given key takes the given
+    /// value, `null` included (stored as JSON null, not removed); other keys are kept. Returns the
+    /// event to record, or `None` when nothing changed (then the version is not bumped).
+    pub fn replace_data_keys(
+        &mut self,
+        keys: Map<String, Value>,
+        now: Timestamp,
+    ) -> Result<Option<Event>, Error> {
+        let changed: Map<String, Value> = keys
+            .into_iter()
+            .filter(|(k, v)| self.data.get(k) != Some(v))
+            .collect();
+        if changed.is_empty() {
+            return Ok(None);
+        }
+        self.ensure_active(now)?;
+        for (k, v) in &changed {
+            self.data.insert(k.clone(), v.clone());
+        }
+        self.version += 1;
+        self.updated_at = now;
+        Ok(Some(Event::SessionPatched {
+            patch: serde_json::json!({ "data": changed }),
+            version: self.version,
+        }))
+    }
+
     /// Closes the session. Idempotent: closing a closed session changes nothing (`None`).
     pub fn close(&mut self, reason: Option<String>, now: Timestamp) -> Option<Event> {
         if self.closed_at.is_some() {

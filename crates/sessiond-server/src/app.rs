@@ -131,6 +131,7 @@ impl App {
             .merge(api::router())
             .merge(crate::compat::recoupable::router())
             .merge(crate::compat::trigger::router())
+            .merge(crate::compat::midpilot::router())
             .fallback(api::ops::not_found)
             .method_not_allowed_fallback(api::ops::method_not_allowed)
             .layer(DefaultBodyLimit::max(self.options.max_body_bytes))

@@ -23,6 +23,11 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSIOND_DATA_DIR", default_value = "./sessiond-data")]
     pub data_dir: PathBuf,
 
+    /// Use PostgreSQL (`postgres://user:password@host:5432/db`) instead of the embedded SQLite
+    /// database. Several nodes may share one database.
+    #[arg(long, env = "SESSIOND_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
     /// Whether requests must carry credentials. `off` is only allowed on a loopback address
     /// (unless --insecure-no-auth).
     #[arg(long, env = "SESSIOND_AUTH", value_enum, default_value_t = AuthMode::Auto)]
@@ -91,6 +96,29 @@ impl ServeArgs {
     }
 }
 
+/// `url` with the password (if any) replaced by `***`, for banners and logs.
+pub fn mask_password(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    match userinfo.find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &userinfo[..colon],
+            &rest[at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
 /// `90`, `90s`, `15m`, `12h`, `28d` → seconds.
 pub fn parse_duration_secs(s: &str) -> Result<i64, String> {
     let s = s.trim();
@@ -123,5 +151,20 @@ mod tests {
         assert_eq!(parse_duration_secs("15m"), Ok(900));
         assert!(parse_duration_secs("1w").is_err());
         assert!(parse_duration_secs("abc").is_err());
+    }
+
+    #[test]
+    fn masks_the_password() {
+        assert_eq!(
+            mask_password("postgres://u:secret@h:5432/db?sslmode=disable"),
+            "postgres://u:***@h:5432/db?sslmode=disable"
+        );
+        assert_eq!(mask_password("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(mask_password("postgres://h/db"), "postgres://h/db");
+        assert_eq!(mask_password("not a url"), "not a url");
+        assert_eq!(
+            mask_password("postgres://u:p@w@h/db"),
+            "postgres://u:***@h/db"
+        );
     }
 }

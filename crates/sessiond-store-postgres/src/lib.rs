@@ -327,9 +327,13 @@ impl Store for PgStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
             if let Some((base, url)) = throwaway {
-                if let Err(e) = testkit::drop_database(&base, &url).await {
-                    tracing::warn!(error = %e, "cannot drop the test database");
-                }
+                // Dropping a database waits for its last connections to go; under load that can
+                // take seconds, so it must not hold up shutdown. Leftovers are swept later.
+                tokio::spawn(async move {
+                    if let Err(e) = testkit::drop_database(&base, &url).await {
+                        tracing::warn!(error = %e, "cannot drop the test database");
+                    }
+                });
             }
         }
     }

@@ -133,6 +133,11 @@ fn configure(conn: &Connection, opts: &SqliteOptions) -> rusqlite::Result<()> {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file, runs migrations and starts the threads.
+    /// The schema version this build migrates to (`PRAGMA user_version`).
+    pub fn schema_version() -> i32 {
+        schema::latest()
+    }
+
     pub fn open(path: impl AsRef<Path>, opts: SqliteOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let mut conn = Connection::open(&path)

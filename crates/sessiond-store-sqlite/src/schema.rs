@@ -11,6 +11,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_key_seals.sql"),
 ];
 
+/// The schema version this build migrates to.
+pub fn latest() -> i32 {
+    MIGRATIONS.len() as i32
+}
+
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let err = |e: rusqlite::Error| StoreError::Internal(format!("migration failed: {e}"));
     let current: usize = conn

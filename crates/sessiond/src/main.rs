@@ -22,6 +22,16 @@ struct Cli {
 enum Commands {
     /// Run the server.
     Serve(Box<sessiond_server::config::ServeArgs>),
+    /// Apply pending database migrations and print the schema version (`serve` also does this
+    /// on start; safe to run from several nodes at once).
+    Migrate {
+        /// PostgreSQL URL; without it, the embedded SQLite database in --data-dir.
+        #[arg(long, env = "SESSIOND_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
+        /// Directory of the embedded database.
+        #[arg(long, env = "SESSIOND_DATA_DIR", default_value = "./sessiond-data")]
+        data_dir: std::path::PathBuf,
+    },
     /// Create, inspect, change and delete sessions on a running server.
     Sessions {
         #[command(flatten)]
@@ -81,6 +91,13 @@ enum Commands {
         #[command(subcommand)]
         cmd: cli::JobsCmd,
     },
+    /// Upload, list, show, delete and search a session's documents.
+    Docs {
+        #[command(flatten)]
+        client: cli::ClientArgs,
+        #[command(subcommand)]
+        cmd: cli::DocsCmd,
+    },
     /// Run jobs: claim them and run a shell command for each (stops cleanly on SIGTERM/SIGINT).
     Worker {
         #[command(flatten)]
@@ -105,6 +122,10 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Commands::Serve(args) => serve::run(*args).await,
+            Commands::Migrate {
+                database_url,
+                data_dir,
+            } => serve::migrate(database_url.as_deref(), &data_dir).await,
             Commands::Sessions { client, cmd } => cli::run_sessions(&client, cmd).await,
             Commands::Accounts { client, cmd } => cli::run_accounts(&client, cmd).await,
             Commands::Keys { client, cmd } => cli::run_keys(&client, cmd).await,
@@ -113,6 +134,7 @@ fn main() -> ExitCode {
             Commands::Channels { client, args } => cli::run_channels(&client, args).await,
             Commands::Tokens { client, cmd } => cli::run_tokens(&client, cmd).await,
             Commands::Jobs { client, cmd } => cli::run_jobs(&client, cmd).await,
+            Commands::Docs { client, cmd } => cli::run_docs(&client, cmd).await,
             Commands::Worker { client, args } => cli::run_worker(&client, args).await,
         }
     });

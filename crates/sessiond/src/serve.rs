@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use sessiond_server::app::DRAIN_TIMEOUT;
-use sessiond_server::config::{LogFormat, ServeArgs};
+use sessiond_server::config::{mask_password, LogFormat, ServeArgs};
 use sessiond_server::{App, AppOptions};
-use sessiond_store::Store;
+use sessiond_store::{Hub, Store};
+use sessiond_store_postgres::{PgOptions, PgStore};
 use sessiond_store_sqlite::{SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -87,9 +88,18 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
+/// Opens the configured store: PostgreSQL when `--database-url` is set (the store feeds the
+/// returned hub from other nodes' NOTIFYs), else the embedded SQLite database in the data dir.
+pub async fn open_store(args: &ServeArgs) -> anyhow::Result<(Arc<dyn Store>, Arc<Hub>)> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create the data dir {}", args.data_dir.display()))?;
+    let hub = Hub::new();
+    if let Some(url) = &args.database_url {
+        let store = PgStore::connect(url, PgOptions::default(), hub.clone())
+            .await
+            .with_context(|| format!("cannot open the database {}", mask_password(url)))?;
+        return Ok((Arc::new(store), hub));
+    }
     let path = args.data_dir.join("sessiond.db");
     let store = SqliteStore::open(
         &path,
@@ -99,7 +109,38 @@ pub async fn open_store(args: &ServeArgs) -> anyhow::Result<Arc<dyn Store>> {
         },
     )
     .with_context(|| format!("cannot open the database {}", path.display()))?;
-    Ok(Arc::new(store))
+    Ok((Arc::new(store), hub))
+}
+
+/// `sessiond migrate`: applies pending migrations and prints the schema version.
+pub async fn migrate(database_url: Option<&str>, data_dir: &Path) -> anyhow::Result<()> {
+    match database_url {
+        Some(url) => {
+            PgStore::migrate(url)
+                .await
+                .with_context(|| format!("cannot migrate {}", mask_password(url)))?;
+            println!(
+                "{}: schema version {}",
+                mask_password(url),
+                PgStore::schema_version()
+            );
+        }
+        None => {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
+            let path = data_dir.join("sessiond.db");
+            // Opening migrates.
+            let store = SqliteStore::open(&path, SqliteOptions::default())
+                .with_context(|| format!("cannot open the database {}", path.display()))?;
+            store.shutdown().await;
+            println!(
+                "sqlite {}: schema version {}",
+                path.display(),
+                SqliteStore::schema_version()
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -129,10 +170,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Ok(r) => r,
         Err(msg) => bail!(msg),
     };
-    let store = open_store(&args).await?;
+    let (store, hub) = open_store(&args).await?;
     let (admin_key, admin_source) = admin_key(&args)?;
-    let app = App::new(
+    let app = App::with_hub(
         store.clone(),
+        hub,
         AppOptions {
             admin_key: Some(admin_key),
             auth_required,
@@ -152,7 +194,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     // The first line is the contract for scripts and tests that start the server.
     println!("listening on http://{addr}");
-    println!("store: {}", store.describe());
+    match &args.database_url {
+        Some(url) => println!("store: {} ({})", store.describe(), mask_password(url)),
+        None => println!("store: {}", store.describe()),
+    }
     if auth_required {
         println!("auth: on (send Authorization: Bearer <key> or x-api-key)");
     } else {

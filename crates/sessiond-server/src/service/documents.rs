@@ -25,6 +25,34 @@ use super::jobs::{Claim, JobService};
 /// The native processing job type.
 pub const PROCESS_JOB: &str = "document.process";
 pub use super::jobs::SERVER_JOB_TYPES as BUILTIN_JOB_TYPES;
+/// The midPilot compat upload's processing job type (design/compat/MIDPILOT.md).
+pub const DOCUMENTATION_JOB: &str = "documentation.processUpload";
+/// The session data key the midPilot surface keeps the documentation items under.
+pub const DOCUMENTATION_ITEMS_KEY: &str = "documentationItems";
+
+/// The session data key that holds the processing job id of a midPilot upload.
+pub fn documentation_job_key(doc: DocumentId) -> String {
+    format!("{DOCUMENTATION_JOB}_{doc}_job_id")
+}
+
+/// A chunk as a midPilot DocumentationItem: `page_id` is the document, `url`
+/// `upload://{filename}`, `scrape_job_ids` its processing job, metadata snake_case.
+pub fn documentation_item(doc: &Document, chunk: &Chunk) -> Value {
+    let metadata = serde_json::from_value::<sessiond_docs::ChunkMetadata>(chunk.metadata.clone())
+        .map(|m| m.to_snake_case_json())
+        .unwrap_or_else(|_| chunk.metadata.clone());
+    json!({
+        "id": chunk.id.to_string(),
+        "page_id": doc.id.to_string(),
+        "source": "upload",
+        "scrape_job_ids": doc.job_id.map(|j| vec![j.to_string()]),
+        "url": doc.filename.as_ref().map(|f| format!("upload://{f}")),
+        "summary": chunk.metadata.get("summary").cloned().unwrap_or(Value::Null),
+        "content": chunk.content,
+        "metadata": metadata,
+    })
+}
+
 /// Lease of a processing job; progress heartbeats extend it.
 const PROCESS_LEASE_SECONDS: i64 = 300;
 
@@ -286,6 +314,52 @@ impl DocumentService {
         Ok(self.store.search_chunks(session, query, limit).await?)
     }
 
+    /// Every chunk of the session's ready documents, oldest document first, as midPilot
+    /// DocumentationItems.
+    pub async fn documentation_items(&self, session: SessionId) -> Result<Vec<Value>, Error> {
+        let mut items = Vec::new();
+        for doc in self.list(session).await? {
+            if doc.status != DocumentStatus::Ready {
+                continue;
+            }
+            for chunk in self.chunks(doc.id).await? {
+                items.push(documentation_item(&doc, &chunk));
+            }
+        }
+        Ok(items)
+    }
+
+    /// Writes the session's `documentationItems` key (every ready document's items) together
+    /// with `extra` keys, each replaced whole. A session gone or no longer active is skipped.
+    pub async fn sync_documentation_items(
+        &self,
+        account: AccountId,
+        session: SessionId,
+        mut extra: serde_json::Map<String, Value>,
+    ) -> Result<(), Error> {
+        let items = self.documentation_items(session).await?;
+        extra.insert(DOCUMENTATION_ITEMS_KEY.to_owned(), Value::Array(items));
+        let now = Timestamp::now();
+        let outcome = self
+            .store
+            .update_session(
+                account,
+                &SessionRef::Id(session),
+                Box::new(move |s: &mut Session| {
+                    if !s.is_active(now) {
+                        return Ok(vec![]);
+                    }
+                    Ok(s.replace_data_keys(extra, now)?.into_iter().collect())
+                }),
+            )
+            .await?;
+        if let sessiond_store::UpdateSession::Updated(s) = &outcome {
+            self.hub
+                .channel_changed(s.id, sessiond_core::event::EVENTS_CHANNEL);
+        }
+        Ok(())
+    }
+
     /// Runs `n` processors that claim the built-in job types until shutdown.
     pub fn spawn_processors(&self, n: usize) {
         for i in 0..n {
@@ -375,6 +449,7 @@ impl DocumentService {
             }
         };
         let now = Timestamp::now();
+        let job_id = job.id;
         let outcome = match result {
             Ok(Ok(processed)) => Ok(processed
                 .chunks
@@ -400,6 +475,7 @@ impl DocumentService {
                         doc.id,
                         DocumentOutcome::Ready(chunks),
                         Box::new(move |d: &mut Document, j: &mut Job, s: &mut Session| {
+                            superseded(j, job_id)?;
                             d.updated_at = now;
                             let result = json!({
                                 "documentId": d.id.to_string(),
@@ -420,6 +496,7 @@ impl DocumentService {
                         doc.id,
                         DocumentOutcome::Failed,
                         Box::new(move |d: &mut Document, j: &mut Job, s: &mut Session| {
+                            superseded(j, job_id)?;
                             d.updated_at = now;
                             d.error = Some(error.clone());
                             let mut events = j.fail(s, lease, error, false, now)?;
@@ -431,12 +508,42 @@ impl DocumentService {
             }
         };
         match finished {
-            Ok(Some((d, _))) => {
+            Ok(Some((d, j))) => {
                 self.hub
                     .channel_changed(d.session_id, sessiond_core::event::EVENTS_CHANNEL);
+                // A midPilot upload also lands in the session's `documentationItems`.
+                if j.kind == DOCUMENTATION_JOB {
+                    let mut keys = serde_json::Map::new();
+                    keys.insert(documentation_job_key(d.id), json!(j.id.to_string()));
+                    if let Err(e) = self
+                        .sync_documentation_items(account, d.session_id, keys)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "cannot write the session's documentationItems");
+                    }
+                }
             }
             Ok(None) => {}
+            Err(sessiond_store::StoreError::Rejected(e))
+                if e.code == codes::DOCUMENT_SUPERSEDED =>
+            {
+                // The document was uploaded again meanwhile: this run's work is void.
+                let _ = self.jobs.cancel(account, job_id).await;
+            }
             Err(e) => tracing::warn!(error = %e, "finishing a document failed"),
         }
+    }
+}
+
+/// Refuses to finish a document with the result of a job that is no longer its job (it was
+/// re-uploaded under the same id while this job ran).
+fn superseded(current: &Job, finishing: sessiond_core::JobId) -> Result<(), Error> {
+    if current.id == finishing {
+        Ok(())
+    } else {
+        Err(Error::conflict(
+            codes::DOCUMENT_SUPERSEDED,
+            "the document was uploaded again while it was being processed",
+        ))
     }
 }

@@ -172,6 +172,32 @@ impl SessionService {
         updated(outcome, r)
     }
 
+    /// Replaces top-level keys of the session's data whole, `null` stored as null (a shallow
+    /// merge, see [`Session::replace_data_keys`]); the version and events follow like a patch.
+    #[instrument(skip_all, fields(session = %r))]
+    pub async fn replace_data_keys(
+        &self,
+        account: AccountId,
+        r: &SessionRef,
+        keys: serde_json::Map<String, Value>,
+    ) -> Result<Session, Error> {
+        let now = Timestamp::now();
+        let outcome = self
+            .store
+            .update_session(
+                account,
+                r,
+                Box::new(move |s: &mut Session| {
+                    Ok(s.replace_data_keys(keys, now)?.into_iter().collect())
+                }),
+            )
+            .await?;
+        if let UpdateSession::Updated(s) = &outcome {
+            self.hub.channel_changed(s.id, EVENTS_CHANNEL);
+        }
+        updated(outcome, r)
+    }
+
     /// The account that owns the session with this id, whichever account asks. Only for
     /// surfaces that answer 403 (rather than 404) on another account's session.
     pub async fn owner(&self, id: SessionId) -> Result<Option<AccountId>, Error> {

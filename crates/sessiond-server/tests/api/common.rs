@@ -9,18 +9,46 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder};
 use serde_json::Value;
 use sessiond_server::{App, AppOptions};
-use sessiond_store::Store;
+use sessiond_store::{Hub, Store};
+use sessiond_store_postgres::{testkit, PgOptions};
 use sessiond_store_sqlite::{SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// The store every test server runs on. The one place that picks a backend: a PostgreSQL
-/// variant (switched on `SESSIOND_TEST_DATABASE_URL`) goes here.
-pub async fn open_store(dir: &Path) -> Arc<dyn Store> {
+/// Whether this test binary runs on PostgreSQL: always in `api_postgres` (which is skipped
+/// without `SESSIOND_TEST_DATABASE_URL`), and in `api` when `SESSIOND_TEST_BACKEND=postgres`
+/// and `SESSIOND_TEST_DATABASE_URL` are both set.
+pub fn postgres_url() -> Option<String> {
+    let url = std::env::var(testkit::TEST_DATABASE_URL_VAR)
+        .ok()
+        .filter(|u| !u.trim().is_empty())?;
+    let opted_in = std::env::var("SESSIOND_TEST_BACKEND").is_ok_and(|b| b == "postgres");
+    (crate::FORCE_POSTGRES || opted_in).then_some(url)
+}
+
+/// The store every test server runs on, with the hub it feeds. The one place that picks a
+/// backend: a fresh PostgreSQL database per server (see [`postgres_url`]), else SQLite in `dir`.
+pub async fn open_store_with_hub(dir: &Path) -> (Arc<dyn Store>, Arc<Hub>) {
+    let hub = Hub::new();
+    if let Some(url) = postgres_url() {
+        let opts = PgOptions {
+            max_connections: 8,
+            ..PgOptions::default()
+        };
+        let store = testkit::fresh_store(&url, opts, hub.clone())
+            .await
+            .expect("a fresh PostgreSQL store");
+        return (Arc::new(store), hub);
+    }
     let store = SqliteStore::open(dir.join("sessiond.db"), SqliteOptions::default())
         .expect("open the SQLite store");
-    Arc::new(store)
+    (Arc::new(store), hub)
+}
+
+/// [`open_store_with_hub`] without the hub (for tests that build their own `App`).
+pub async fn open_store(dir: &Path) -> Arc<dyn Store> {
+    open_store_with_hub(dir).await.0
 }
 
 /// How a request authenticates.
@@ -63,8 +91,10 @@ impl TestServer {
 
     pub async fn start_with(options: AppOptions) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = open_store(dir.path()).await;
-        let app = App::new(store.clone(), options).await.expect("App::new");
+        let (store, hub) = open_store_with_hub(dir.path()).await;
+        let app = App::with_hub(store.clone(), hub, options)
+            .await
+            .expect("App::with_hub");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let (tx, rx) = oneshot::channel::<()>();

@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use sessiond_client::{Client, CreateSession, ListSessions, Session};
 
 mod channels;
+mod docs;
 mod jobs;
 mod output;
 mod worker;
@@ -16,6 +17,7 @@ mod worker;
 pub use channels::{
     run_append, run_channels, run_tail, run_tokens, AppendArgs, ChannelsArgs, TailArgs, TokensCmd,
 };
+pub use docs::{run_docs, DocsCmd};
 pub use jobs::{run_jobs, JobsCmd};
 pub use worker::{run_worker, WorkerArgs};
 
