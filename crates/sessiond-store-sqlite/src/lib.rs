@@ -78,6 +78,8 @@ pub struct SqliteStore {
     writer: mpsc::Sender<WriteMsg>,
     readers: flume::Sender<ReadMsg>,
     reader_count: usize,
+    /// Read connections used on the caller's own thread for point reads (no thread hand-off).
+    inline: Mutex<Vec<Connection>>,
     checkpointer: flume::Sender<()>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -131,6 +133,20 @@ fn configure(conn: &Connection, opts: &SqliteOptions) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Point reads on the caller's thread at once (about the number of runtime threads).
+const INLINE_READERS: usize = 4;
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(internal)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(internal)?;
+    Ok(conn)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file, runs migrations and starts the threads.
     /// The schema version this build migrates to (`PRAGMA user_version`).
@@ -173,6 +189,10 @@ impl SqliteStore {
         );
 
         let readers = opts.readers.max(1);
+        let mut inline = Vec::new();
+        for _ in 0..INLINE_READERS {
+            inline.push(open_reader(&path)?);
+        }
         let (rtx, rrx) = flume::unbounded::<ReadMsg>();
         for i in 0..readers {
             let conn = Connection::open_with_flags(
@@ -202,6 +222,7 @@ impl SqliteStore {
             writer: wtx,
             readers: rtx,
             reader_count: readers,
+            inline: Mutex::new(inline),
             checkpointer: stop_tx,
             threads: Mutex::new(threads),
         })
@@ -232,6 +253,29 @@ impl SqliteStore {
             .await
             .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
+    }
+
+    /// Runs a short point read (an index lookup or two) on the calling thread. Handing such a
+    /// read to a reader thread and back costs more than the read itself; longer reads (lists,
+    /// searches) go through [`SqliteStore::read`] so they never hold up the async runtime.
+    async fn read_point<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let conn = self.inline.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match conn {
+            Some(conn) => {
+                let result = f(&conn);
+                self.inline
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(conn);
+                result
+            }
+            // All in use (more concurrent point reads than runtime threads): use the pool.
+            None => self.read(f).await,
+        }
     }
 
     /// Runs `f` on a read connection.
@@ -396,7 +440,7 @@ impl Store for SqliteStore {
     }
 
     async fn find_api_key(&self, hash: [u8; 32]) -> Result<Option<ApiKey>, StoreError> {
-        self.read(move |c| accounts::find_key(c, &hash)).await
+        self.read_point(move |c| accounts::find_key(c, &hash)).await
     }
 
     async fn revoke_api_key(&self, id: KeyId, at: Timestamp) -> Result<bool, StoreError> {
@@ -427,7 +471,7 @@ impl Store for SqliteStore {
         session: &SessionRef,
     ) -> Result<Option<Session>, StoreError> {
         let session = session.clone();
-        self.read(move |c| sessions::get(c, account, &session, true))
+        self.read_point(move |c| sessions::get(c, account, &session, true))
             .await
     }
 
@@ -493,7 +537,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Option<RecordPage>, StoreError> {
         let channel = channel.to_owned();
-        self.read(move |c| records::read(c, session, &channel, after, limit, now))
+        self.read_point(move |c| records::read(c, session, &channel, after, limit, now))
             .await
     }
 
@@ -515,7 +559,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_job(&self, account: AccountId, id: JobId) -> Result<Option<Job>, StoreError> {
-        self.read(move |c| jobs::get(c, account, id)).await
+        self.read_point(move |c| jobs::get(c, account, id)).await
     }
 
     async fn list_jobs(&self, session: SessionId) -> Result<Vec<Job>, StoreError> {
