@@ -408,7 +408,10 @@ impl Store for SqliteStore {
         // Stop background checkpoints first: the writer ends with a full one of its own.
         let _ = self.checkpointer.try_send(());
         // Later point reads fall through to the (closed) pool and fail as unavailable.
-        self.inline.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.inline
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let (tx, rx) = oneshot::channel();
         if self.writer.send(WriteMsg::Shutdown(tx)).await.is_ok() {
             let _ = rx.await;
