@@ -216,9 +216,16 @@ pub fn claim(
         return Ok(None);
     }
     let placeholders = vec!["?"; types.len()].join(", ");
+    // A plain equality on the account (not `?1 IS NULL OR …`) lets the partial queue index
+    // serve the claim instead of a scan of every job.
+    let by_account = if account.is_some() {
+        "j.account_id = ?1"
+    } else {
+        "?1 IS NULL"
+    };
     let sql = format!(
         "SELECT {} FROM jobs j JOIN sessions s ON s.id = j.session_id
-         WHERE (?1 IS NULL OR j.account_id = ?1) AND j.status = 'queued' AND j.type IN ({placeholders})
+         WHERE {by_account} AND j.status = 'queued' AND j.type IN ({placeholders})
            AND s.closed_at IS NULL
            AND (s.expires_at IS NULL OR s.expires_at > CAST(unixepoch('subsec') * 1000 AS INTEGER))
          ORDER BY j.created_at, j.rowid LIMIT 1",
