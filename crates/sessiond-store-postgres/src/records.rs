@@ -11,7 +11,6 @@ use sessiond_core::session::Session;
 use sessiond_core::{AccountId, SessionId, Timestamp};
 use sessiond_store::{Appended, RecordPage, SessionGuard, StoreError};
 use sqlx::{PgConnection, Row};
-use uuid::Uuid;
 
 use crate::sessions::{self, Lock};
 use crate::{db_err, internal, run_rule, sql_limit};
@@ -73,16 +72,14 @@ async fn last_seq(
 }
 
 /// Appends records to a channel, creating it on first append. Ids already in the channel (or
-/// earlier in the same batch) are reported as duplicates with their original seq. With
-/// `fresh_ids` the caller guarantees the ids are new (server events with random ids), which
-/// skips the lookup.
+/// earlier in the same batch) are reported as duplicates with their original seq; ids the
+/// server has just generated (`fresh`) are not looked up.
 pub async fn append(
     conn: &mut PgConnection,
     session: SessionId,
     channel: &str,
     records: &[NewRecord],
     now: Timestamp,
-    fresh_ids: bool,
 ) -> Result<(Vec<AppendResult>, i64), StoreError> {
     if records.is_empty() {
         return Ok((Vec::new(), last_seq(conn, session, channel).await?));
@@ -90,8 +87,12 @@ pub async fn append(
     let mut seq = lock_channel(conn, session, channel, now).await?;
     let mut existing: HashMap<String, i64> = HashMap::new();
     // Nothing before this batch can hold an id if the channel was empty.
-    if !fresh_ids && seq > 0 {
-        let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let ids: Vec<&str> = records
+        .iter()
+        .filter(|r| !r.fresh)
+        .map(|r| r.id.as_str())
+        .collect();
+    if seq > 0 && !ids.is_empty() {
         let rows = sqlx::query(
             "SELECT record_id, seq FROM records
              WHERE session_id = $1 AND channel = $2 AND record_id = ANY($3)",
@@ -171,16 +172,12 @@ pub async fn append_events(
     let records: Vec<NewRecord> = events
         .iter()
         .filter(|e| e.is_recorded())
-        .map(|e| NewRecord {
-            id: Uuid::new_v4().to_string(),
-            data: e.to_record_data(session).to_string(),
-            headers: "{}".to_owned(),
-        })
+        .map(|e| NewRecord::generated(e.to_record_data(session).to_string()))
         .collect();
     if records.is_empty() {
         return Ok(());
     }
-    append(conn, session.id, EVENTS_CHANNEL, &records, now, true)
+    append(conn, session.id, EVENTS_CHANNEL, &records, now)
         .await
         .map(|_| ())
 }
@@ -200,7 +197,7 @@ pub async fn append_guarded(
         return Ok(None);
     };
     run_rule(|| guard(&session))?;
-    let (results, last_seq) = append(conn, session.id, channel, &records, now, false).await?;
+    let (results, last_seq) = append(conn, session.id, channel, &records, now).await?;
     Ok(Some(Appended {
         session_id: session.id,
         results,

@@ -11,7 +11,6 @@ use sessiond_core::ids::SessionRef;
 use sessiond_core::session::Session;
 use sessiond_core::{AccountId, SessionId, Timestamp};
 use sessiond_store::{Appended, RecordPage, SessionGuard, StoreError};
-use uuid::Uuid;
 
 use crate::{internal, sessions};
 
@@ -53,8 +52,9 @@ pub fn append(
     for r in records {
         let existing = match in_batch.get(r.id.as_str()) {
             Some(s) => Some(*s),
-            // Nothing before this batch can hold the id if the channel was empty.
-            None if first_new == 1 => None,
+            // Nothing before this batch can hold the id if the channel was empty, nor an id
+            // the server has just generated.
+            None if first_new == 1 || r.fresh => None,
             None => find
                 .query_row(params![session.as_uuid(), channel, r.id], |row| row.get(0))
                 .optional()
@@ -136,11 +136,7 @@ pub fn append_events(
     let records: Vec<NewRecord> = events
         .iter()
         .filter(|e| e.is_recorded())
-        .map(|e| NewRecord {
-            id: Uuid::new_v4().to_string(),
-            data: e.to_record_data(session).to_string(),
-            headers: "{}".to_owned(),
-        })
+        .map(|e| NewRecord::generated(e.to_record_data(session).to_string()))
         .collect();
     if records.is_empty() {
         return Ok(());

@@ -10,7 +10,6 @@ use sessiond_core::{AccountId, Error, ErrorKind, SessionId, Timestamp};
 use sessiond_store::{Appended, Hub, RecordPage, Store};
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
-use uuid::Uuid;
 
 #[derive(Clone)]
 pub struct ChannelService {
@@ -65,7 +64,7 @@ impl ChannelService {
                 "the events channel is written by the server only",
             ));
         }
-        let records = validate_batch(records, || Uuid::new_v4().to_string())?;
+        let records = validate_batch(records)?;
         let now = Timestamp::now();
         let appended = self
             .store
