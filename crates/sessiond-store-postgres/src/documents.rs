@@ -8,11 +8,14 @@ use sessiond_core::document::{
     Chunk, ChunkId, Document, DocumentId, DocumentStatus, NewChunk, SearchHit,
 };
 use sessiond_core::error::codes;
+use sessiond_core::event::Event;
 use sessiond_core::ids::SessionRef;
 use sessiond_core::job::Job;
+use sessiond_core::session::Session;
 use sessiond_core::{AccountId, Error, JobId, SessionId, Timestamp};
 use sessiond_store::{
-    DocumentCreate, DocumentDescribe, DocumentOutcome, DocumentSettle, DocumentUpload, StoreError,
+    DocumentCreate, DocumentDescribe, DocumentOutcome, DocumentSettle, DocumentUpload,
+    SessionDocuments, StoreError,
 };
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgConnection, Row};
@@ -168,12 +171,35 @@ fn exists_elsewhere(id: DocumentId) -> StoreError {
     .into()
 }
 
+/// Runs the caller's [`SessionDocuments`] on the session (locked by the caller) with its ready
+/// documents (in `list` order) and their chunks, as this transaction sees them; no hook, no
+/// reads. Read after the session lock, so a document another transaction finished before it
+/// released the session is seen.
+async fn run_documents(
+    conn: &mut PgConnection,
+    session: &mut Session,
+    documents: Option<SessionDocuments>,
+) -> Result<Vec<Event>, StoreError> {
+    let Some(documents) = documents else {
+        return Ok(Vec::new());
+    };
+    let mut ready = Vec::new();
+    for d in list(conn, session.id).await? {
+        if d.status == DocumentStatus::Ready {
+            let chunks = list_chunks(conn, d.id).await?;
+            ready.push((d, chunks));
+        }
+    }
+    run_rule(|| documents(session, &ready))
+}
+
 pub async fn create(
     conn: &mut PgConnection,
     account: AccountId,
     r: &SessionRef,
     upload: DocumentUpload,
     decide: DocumentCreate,
+    documents: Option<SessionDocuments>,
 ) -> Result<Option<(Document, Job)>, StoreError> {
     let DocumentUpload {
         document: mut doc,
@@ -259,12 +285,14 @@ pub async fn create(
         .await
         .map_err(db_err)?;
     }
+    let mut events = decision.events;
+    events.extend(run_documents(conn, &mut session, documents).await?);
     if session != before {
         sessions::write(conn, &session).await?;
     } else {
         session = before;
     }
-    records::append_events(conn, &session, &decision.events, doc.updated_at).await?;
+    records::append_events(conn, &session, &events, doc.updated_at).await?;
     Ok(Some((doc, job)))
 }
 
@@ -319,6 +347,7 @@ pub async fn finish(
     id: DocumentId,
     outcome: DocumentOutcome,
     settle: DocumentSettle,
+    documents: Option<SessionDocuments>,
 ) -> Result<Option<(Document, Job)>, StoreError> {
     let Some(mut doc) = by_id(conn, id, true)
         .await?
@@ -358,9 +387,10 @@ pub async fn finish(
         DocumentOutcome::Failed => doc.status = DocumentStatus::Failed,
     }
     let mut session = before.clone();
-    let events = run_rule(|| settle(&mut doc, &mut job, &mut session))?;
+    let mut events = run_rule(|| settle(&mut doc, &mut job, &mut session))?;
     write(conn, &doc).await?;
     jobs::upsert(conn, &job).await?;
+    events.extend(run_documents(conn, &mut session, documents).await?);
     if session != before {
         sessions::write(conn, &session).await?;
     }
@@ -373,6 +403,7 @@ pub async fn delete(
     session: SessionId,
     id: DocumentId,
     describe: DocumentDescribe,
+    documents: Option<SessionDocuments>,
 ) -> Result<Option<(Document, i64)>, StoreError> {
     let Some(doc) = by_id(conn, id, true)
         .await?
@@ -390,16 +421,26 @@ pub async fn delete(
         .execute(&mut *conn)
         .await
         .map_err(db_err)?;
-    if let Some(s) = sessions::get(
+    // The session is only read whole (and locked, to be rewritten) for the caller's hook.
+    let (with_data, lock) = match documents {
+        Some(_) => (true, Lock::Update),
+        None => (false, Lock::None),
+    };
+    if let Some(mut s) = sessions::get(
         conn,
         doc.account_id,
         &SessionRef::Id(session),
-        false,
-        Lock::None,
+        with_data,
+        lock,
     )
     .await?
     {
-        let events = run_rule(|| Ok(describe(&doc)))?;
+        let mut events = run_rule(|| Ok(describe(&doc)))?;
+        let changes = run_documents(conn, &mut s, documents).await?;
+        if !changes.is_empty() {
+            sessions::write(conn, &s).await?;
+        }
+        events.extend(changes);
         records::append_events(conn, &s, &events, Timestamp::now()).await?;
     }
     Ok(Some((doc, chunks)))

@@ -28,7 +28,8 @@ use sessiond_core::{AccountId, Error, JobId, KeyId, SessionId, Timestamp};
 use sessiond_store::{
     Appended, ChatDelete, ChatUpdate, CreateChat, DocumentCreate, DocumentDescribe,
     DocumentOutcome, DocumentSettle, DocumentUpload, Hub, InsertSession, JobCreate, JobUpdate,
-    RecordPage, SessionGuard, SessionUpdate, Store, StoreError, UpdateJob, UpdateSession,
+    RecordPage, SessionDocuments, SessionGuard, SessionUpdate, Store, StoreError, UpdateJob,
+    UpdateSession,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Transaction};
@@ -529,9 +530,10 @@ impl Store for PgStore {
         session: &SessionRef,
         upload: DocumentUpload,
         decide: DocumentCreate,
+        docs: Option<SessionDocuments>,
     ) -> Result<Option<(Document, Job)>, StoreError> {
         let mut tx = self.begin().await?;
-        let r = documents::create(&mut tx, account, session, upload, decide).await;
+        let r = documents::create(&mut tx, account, session, upload, decide, docs).await;
         finish(tx, r).await
     }
 
@@ -574,9 +576,10 @@ impl Store for PgStore {
         id: DocumentId,
         outcome: DocumentOutcome,
         settle: DocumentSettle,
+        docs: Option<SessionDocuments>,
     ) -> Result<Option<(Document, Job)>, StoreError> {
         let mut tx = self.begin().await?;
-        let r = documents::finish(&mut tx, account, id, outcome, settle).await;
+        let r = documents::finish(&mut tx, account, id, outcome, settle, docs).await;
         finish(tx, r).await
     }
 
@@ -585,9 +588,10 @@ impl Store for PgStore {
         session: SessionId,
         id: DocumentId,
         describe: DocumentDescribe,
+        docs: Option<SessionDocuments>,
     ) -> Result<Option<(Document, i64)>, StoreError> {
         let mut tx = self.begin().await?;
-        let r = documents::delete(&mut tx, session, id, describe).await;
+        let r = documents::delete(&mut tx, session, id, describe, docs).await;
         finish(tx, r).await
     }
 

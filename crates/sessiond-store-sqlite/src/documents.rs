@@ -5,11 +5,14 @@ use sessiond_core::document::{
     Chunk, ChunkId, Document, DocumentId, DocumentStatus, NewChunk, SearchHit,
 };
 use sessiond_core::error::codes;
+use sessiond_core::event::Event;
 use sessiond_core::ids::SessionRef;
 use sessiond_core::job::Job;
+use sessiond_core::session::Session;
 use sessiond_core::{AccountId, Error, JobId, SessionId, Timestamp};
 use sessiond_store::{
-    DocumentCreate, DocumentDescribe, DocumentOutcome, DocumentSettle, DocumentUpload, StoreError,
+    DocumentCreate, DocumentDescribe, DocumentOutcome, DocumentSettle, DocumentUpload,
+    SessionDocuments, StoreError,
 };
 use uuid::Uuid;
 
@@ -133,12 +136,31 @@ fn chunks_of(conn: &Connection, id: DocumentId) -> Result<Vec<Chunk>, StoreError
     rows.collect::<Result<Vec<_>, _>>().map_err(internal)
 }
 
+/// Runs the caller's [`SessionDocuments`] on the session with its ready documents (in `list`
+/// order) and their chunks, as this transaction sees them; no hook, no reads.
+fn run_documents(
+    conn: &Connection,
+    session: &mut Session,
+    documents: Option<SessionDocuments>,
+) -> Result<Vec<Event>, StoreError> {
+    let Some(documents) = documents else {
+        return Ok(Vec::new());
+    };
+    let ready = list(conn, session.id)?
+        .into_iter()
+        .filter(|d| d.status == DocumentStatus::Ready)
+        .map(|d| chunks_of(conn, d.id).map(|chunks| (d, chunks)))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(documents(session, &ready)?)
+}
+
 pub fn create(
     conn: &Connection,
     account: AccountId,
     r: &SessionRef,
     upload: DocumentUpload,
     decide: DocumentCreate,
+    documents: Option<SessionDocuments>,
 ) -> Result<Option<(Document, Job)>, StoreError> {
     let DocumentUpload {
         document: mut doc,
@@ -207,12 +229,14 @@ pub fn create(
         })
         .map_err(internal)?;
     }
+    let mut events = decision.events;
+    events.extend(run_documents(conn, &mut session, documents)?);
     if session != before {
         sessions::write(conn, &session)?;
     } else {
         session = before;
     }
-    records::append_events(conn, &session, &decision.events, doc.updated_at)?;
+    records::append_events(conn, &session, &events, doc.updated_at)?;
     Ok(Some((doc, job)))
 }
 
@@ -260,6 +284,7 @@ pub fn finish(
     id: DocumentId,
     outcome: DocumentOutcome,
     settle: DocumentSettle,
+    documents: Option<SessionDocuments>,
 ) -> Result<Option<(Document, Job)>, StoreError> {
     let Some(mut doc) = find(conn, account, id)? else {
         return Ok(None);
@@ -290,9 +315,10 @@ pub fn finish(
         DocumentOutcome::Failed => doc.status = DocumentStatus::Failed,
     }
     let mut session = before.clone();
-    let events = settle(&mut doc, &mut job, &mut session)?;
+    let mut events = settle(&mut doc, &mut job, &mut session)?;
     write(conn, &doc)?;
     jobs::upsert(conn, &job)?;
+    events.extend(run_documents(conn, &mut session, documents)?);
     if session != before {
         sessions::write(conn, &session)?;
     }
@@ -305,6 +331,7 @@ pub fn delete(
     session: SessionId,
     id: DocumentId,
     describe: DocumentDescribe,
+    documents: Option<SessionDocuments>,
 ) -> Result<Option<(Document, i64)>, StoreError> {
     let Some(doc) = get(conn, session, id)? else {
         return Ok(None);
@@ -318,8 +345,16 @@ pub fn delete(
         .map_err(internal)?;
     conn.execute("DELETE FROM documents WHERE id = ?1", params![id.as_uuid()])
         .map_err(internal)?;
-    if let Some(s) = sessions::get(conn, doc.account_id, &SessionRef::Id(session), false)? {
-        records::append_events(conn, &s, &describe(&doc), Timestamp::now())?;
+    // The session's data is only needed (and only rewritten) for the caller's hook.
+    let with_data = documents.is_some();
+    if let Some(mut s) = sessions::get(conn, doc.account_id, &SessionRef::Id(session), with_data)? {
+        let mut events = describe(&doc);
+        let changes = run_documents(conn, &mut s, documents)?;
+        if !changes.is_empty() {
+            sessions::write(conn, &s)?;
+        }
+        events.extend(changes);
+        records::append_events(conn, &s, &events, Timestamp::now())?;
     }
     Ok(Some((doc, chunks)))
 }

@@ -24,7 +24,8 @@ use sessiond_core::{AccountId, JobId, KeyId, SessionId, Timestamp};
 use sessiond_store::{
     Appended, ChatDelete, ChatUpdate, CreateChat, DocumentCreate, DocumentDescribe,
     DocumentOutcome, DocumentSettle, DocumentUpload, InsertSession, JobCreate, JobUpdate,
-    RecordPage, SessionGuard, SessionUpdate, Store, StoreError, UpdateJob, UpdateSession,
+    RecordPage, SessionDocuments, SessionGuard, SessionUpdate, Store, StoreError, UpdateJob,
+    UpdateSession,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -606,9 +607,10 @@ impl Store for SqliteStore {
         session: &SessionRef,
         upload: DocumentUpload,
         decide: DocumentCreate,
+        docs: Option<SessionDocuments>,
     ) -> Result<Option<(Document, Job)>, StoreError> {
         let session = session.clone();
-        self.write(move |c| documents::create(c, account, &session, upload, decide))
+        self.write(move |c| documents::create(c, account, &session, upload, decide, docs))
             .await
     }
 
@@ -646,8 +648,9 @@ impl Store for SqliteStore {
         id: DocumentId,
         outcome: DocumentOutcome,
         settle: DocumentSettle,
+        docs: Option<SessionDocuments>,
     ) -> Result<Option<(Document, Job)>, StoreError> {
-        self.write(move |c| documents::finish(c, account, id, outcome, settle))
+        self.write(move |c| documents::finish(c, account, id, outcome, settle, docs))
             .await
     }
 
@@ -656,8 +659,9 @@ impl Store for SqliteStore {
         session: SessionId,
         id: DocumentId,
         describe: DocumentDescribe,
+        docs: Option<SessionDocuments>,
     ) -> Result<Option<(Document, i64)>, StoreError> {
-        self.write(move |c| documents::delete(c, session, id, describe))
+        self.write(move |c| documents::delete(c, session, id, describe, docs))
             .await
     }
 

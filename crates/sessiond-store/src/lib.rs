@@ -145,6 +145,15 @@ pub type DocumentSettle =
 /// The events describing a deleted document.
 pub type DocumentDescribe = Box<dyn FnOnce(&Document) -> Vec<Event> + Send>;
 
+/// Keeps something in the session derived from its documents, in the same transaction as a
+/// document change: the backend calls it after the change (chunks written, copied or deleted)
+/// with the session and its ready documents, ordered as [`Store::list_documents`] orders them,
+/// each with its chunks in order. It mutates the session in place and returns the events that
+/// describe the change; no events means nothing changed. An error rolls the whole document
+/// operation back.
+pub type SessionDocuments =
+    Box<dyn FnOnce(&mut Session, &[(Document, Vec<Chunk>)]) -> Result<Vec<Event>, Error> + Send>;
+
 /// The end of a document's processing, written in one transaction with its job's transition.
 pub enum DocumentOutcome {
     Ready(Vec<NewChunk>),
@@ -297,13 +306,15 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<(Job, Session)>, StoreError>;
     /// Stores an uploaded document, its bytes and its processing job, as `decide` settles them.
     /// A document with the same id in the same session is replaced; in another session it is
-    /// rejected with `document_exists`. `None` when the session does not exist.
+    /// rejected with `document_exists`. `documents`, when given, runs last in the transaction
+    /// (see [`SessionDocuments`]). `None` when the session does not exist.
     async fn create_document(
         &self,
         account: AccountId,
         session: &SessionRef,
         upload: DocumentUpload,
         decide: DocumentCreate,
+        documents: Option<SessionDocuments>,
     ) -> Result<Option<(Document, Job)>, StoreError>;
     async fn get_document(
         &self,
@@ -323,21 +334,25 @@ pub trait Store: Send + Sync + 'static {
     async fn list_chunks(&self, id: DocumentId) -> Result<Vec<Chunk>, StoreError>;
     /// Writes the outcome of processing: the chunks (when ready), the document's new state as
     /// `settle` decides it, and its job's transition, atomically. `settle` receives the document
-    /// (already updated with counts and status) and its job. `None` when the document is gone.
+    /// (already updated with counts and status) and its job; `documents`, when given, runs after
+    /// it in the same transaction (see [`SessionDocuments`]). `None` when the document is gone.
     async fn finish_document(
         &self,
         account: AccountId,
         id: DocumentId,
         outcome: DocumentOutcome,
         settle: DocumentSettle,
+        documents: Option<SessionDocuments>,
     ) -> Result<Option<(Document, Job)>, StoreError>;
     /// Deletes a document and its chunks, recording the events `describe` returns for it, in
-    /// one transaction; the deleted document and its number of chunks, or `None`.
+    /// one transaction, which also runs `documents` when given (see [`SessionDocuments`]); the
+    /// deleted document and its number of chunks, or `None`.
     async fn delete_document(
         &self,
         session: SessionId,
         id: DocumentId,
         describe: DocumentDescribe,
+        documents: Option<SessionDocuments>,
     ) -> Result<Option<(Document, i64)>, StoreError>;
     /// Full-text search over the session's chunks, best first.
     async fn search_chunks(

@@ -12,6 +12,9 @@ use serde_json::json;
 use sessiond_core::account::{Account, ApiKey};
 use sessiond_core::channel::NewRecord;
 use sessiond_core::cursor::Cursor;
+use sessiond_core::document::{
+    Chunk, Document, DocumentEventKind, DocumentId, DocumentStatus, NewChunk,
+};
 use sessiond_core::error::codes;
 use sessiond_core::event::Event;
 use sessiond_core::ids::SessionRef;
@@ -21,7 +24,10 @@ use sessiond_core::session::{
 };
 use sessiond_core::{AccountId, Error, JobId, KeyId, SessionId, Timestamp};
 
-use crate::{InsertSession, JobUpdate, Store, StoreError, UpdateJob, UpdateSession};
+use crate::{
+    DocumentDecision, DocumentDescribe, DocumentOutcome, DocumentUpload, InsertSession, JobUpdate,
+    SessionDocuments, Store, StoreError, UpdateJob, UpdateSession,
+};
 
 /// Generates one `#[tokio::test]` per conformance check.
 #[macro_export]
@@ -45,6 +51,7 @@ macro_rules! conformance_tests {
             jobs_update_not_found_unchanged_and_rejected,
             jobs_expired_leases,
             jobs_delete_session_removes_them,
+            documents_session_hook_commits_with_the_change,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {
@@ -1717,4 +1724,344 @@ pub async fn jobs_delete_session_removes_them(store: Arc<dyn Store>) {
     .await;
     assert_eq!(offered, None, "a deleted session's job is not reused");
     assert_eq!(store.get_job(acc, kept.id).await.unwrap(), Some(kept));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Documents
+// ---------------------------------------------------------------------------------------------
+
+const PROCESS_DOC: &str = "document.process";
+
+fn new_document(account: AccountId, sha: &str) -> (Document, Job) {
+    let now = Timestamp::now();
+    let id = DocumentId::random();
+    let doc = Document {
+        id,
+        account_id: account,
+        session_id: SessionId(uuid::Uuid::nil()),
+        filename: Some("notes.md".into()),
+        content_type: Some("text/markdown".into()),
+        size_bytes: 5,
+        sha256: sha.into(),
+        status: DocumentStatus::Processing,
+        error: None,
+        chunk_count: 0,
+        token_count: 0,
+        chunk_tokens: 100,
+        overlap_tokens: 10,
+        job_id: None,
+        created_at: now,
+        updated_at: now,
+    };
+    let job = CreateJobInput {
+        kind: PROCESS_DOC.into(),
+        input: Some(json!({ "documentId": id.to_string() })),
+        reuse: false,
+        output_key: None,
+        max_attempts: None,
+    }
+    .validate(account, now)
+    .expect("valid job")
+    .0;
+    (doc, job)
+}
+
+fn doc_chunk(index: i64, content: &str) -> NewChunk {
+    NewChunk {
+        index,
+        content: content.into(),
+        token_count: 2,
+        char_count: content.chars().count() as i64,
+        metadata: json!({"i": index}),
+    }
+}
+
+/// A hook that keeps `data.docs` as the ready documents it is shown, each with its chunks'
+/// contents, and remembers what it saw.
+fn docs_view(seen: Arc<Mutex<Option<serde_json::Value>>>) -> SessionDocuments {
+    Box::new(
+        move |s: &mut Session, docs: &[(Document, Vec<Chunk>)]| -> Result<Vec<Event>, Error> {
+            let view = json!(docs
+                .iter()
+                .map(|(d, chunks)| json!({
+                    "id": d.id.to_string(),
+                    "status": d.status.as_str(),
+                    "chunks": chunks.iter().map(|c| c.content.clone()).collect::<Vec<_>>(),
+                }))
+                .collect::<Vec<_>>());
+            *seen.lock().unwrap() = Some(view.clone());
+            let mut keys = serde_json::Map::new();
+            keys.insert("docs".into(), view);
+            Ok(s.replace_data_keys(keys, Timestamp::now())?
+                .into_iter()
+                .collect())
+        },
+    )
+}
+
+/// A hook that changes the session, then refuses.
+fn refusing_hook() -> SessionDocuments {
+    Box::new(|s: &mut Session, _docs: &[(Document, Vec<Chunk>)]| {
+        let mut keys = serde_json::Map::new();
+        keys.insert("docs".into(), json!("must not be stored"));
+        s.replace_data_keys(keys, Timestamp::now())?;
+        Err(Error::invalid_field("the hook refused"))
+    })
+}
+
+async fn upload_doc(
+    store: &Arc<dyn Store>,
+    account: AccountId,
+    session: SessionId,
+    sha: &str,
+    documents: Option<SessionDocuments>,
+) -> Result<(Document, Job), StoreError> {
+    let (doc, job) = new_document(account, sha);
+    store
+        .create_document(
+            account,
+            &SessionRef::Id(session),
+            DocumentUpload {
+                document: doc,
+                content: b"hello".to_vec(),
+                job,
+                reuse: None,
+            },
+            Box::new(
+                |doc: &mut Document, job: &mut Job, _s: &Session, _prev: Option<&Document>| {
+                    doc.job_id = Some(job.id);
+                    Ok(DocumentDecision {
+                        events: vec![doc.event(DocumentEventKind::Uploaded), job.created_event()],
+                        copy_chunks_from: None,
+                    })
+                },
+            ),
+            documents,
+        )
+        .await
+        .map(|r| r.expect("the session exists"))
+}
+
+/// Claims the document's processing job and finishes the document with `chunks`.
+async fn finish_doc(
+    store: &Arc<dyn Store>,
+    account: AccountId,
+    doc: &Document,
+    chunks: Vec<NewChunk>,
+    documents: Option<SessionDocuments>,
+) -> Result<Option<(Document, Job)>, StoreError> {
+    let lease = match store.get_job(account, doc.job_id.unwrap()).await.unwrap() {
+        Some(j) if j.status == JobStatus::Running => j.lease_id.unwrap(),
+        _ => {
+            let (claimed, _) = claim_one(store, account, &[PROCESS_DOC], 60, Timestamp::now())
+                .await
+                .expect("the processing job");
+            assert_eq!(Some(claimed.id), doc.job_id);
+            claimed.lease_id.unwrap()
+        }
+    };
+    store
+        .finish_document(
+            account,
+            doc.id,
+            DocumentOutcome::Ready(chunks),
+            Box::new(move |d: &mut Document, j: &mut Job, s: &mut Session| {
+                let now = Timestamp::now();
+                d.updated_at = now;
+                let mut events = j.complete(s, lease, json!({"chunks": d.chunk_count}), now)?;
+                events.push(d.event(DocumentEventKind::Ready));
+                Ok(events)
+            }),
+            documents,
+        )
+        .await
+}
+
+fn describe_deleted() -> DocumentDescribe {
+    Box::new(|d: &Document| vec![d.event(DocumentEventKind::Deleted)])
+}
+
+async fn current(store: &Arc<dyn Store>, account: AccountId, id: SessionId) -> Session {
+    store
+        .get_session(account, &SessionRef::Id(id))
+        .await
+        .unwrap()
+        .expect("the session exists")
+}
+
+fn last_patch(events: &[serde_json::Value]) -> &serde_json::Value {
+    events
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "session.patched")
+        .expect("a session.patched event")
+}
+
+pub async fn documents_session_hook_commits_with_the_change(store: Arc<dyn Store>) {
+    let acc = account(&store).await;
+    let s = insert(&store, new_session(acc, None, Timestamp::now())).await;
+    let seen = Arc::new(Mutex::new(None));
+
+    // No hook: the session is not touched.
+    let (a, _) = upload_doc(&store, acc, s.id, "sha-a", None).await.unwrap();
+    assert_eq!(current(&store, acc, s.id).await, s);
+
+    // Upload with a hook: it sees no ready document yet (the new one is processing).
+    let (b, _) = upload_doc(&store, acc, s.id, "sha-b", Some(docs_view(seen.clone())))
+        .await
+        .unwrap();
+    assert_eq!(*seen.lock().unwrap(), Some(json!([])));
+    let after_upload = current(&store, acc, s.id).await;
+    assert_eq!(after_upload.version, s.version + 1);
+    assert_eq!(after_upload.data["docs"], json!([]));
+    let ev = events(&store, s.id).await;
+    assert_eq!(last_patch(&ev)["version"], after_upload.version);
+    assert_eq!(
+        ev.last().unwrap()["type"],
+        "session.patched",
+        "recorded last"
+    );
+
+    // Finish with a hook: the chunks, the document's state, the job and the session change
+    // commit together, and the hook sees the document ready with its chunks.
+    let (done, job) = finish_doc(
+        &store,
+        acc,
+        &a,
+        vec![doc_chunk(0, "alpha one"), doc_chunk(1, "alpha two")],
+        Some(docs_view(seen.clone())),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(done.status, DocumentStatus::Ready);
+    assert_eq!(job.status, JobStatus::Succeeded);
+    let view_a =
+        json!({"id": a.id.to_string(), "status": "ready", "chunks": ["alpha one", "alpha two"]});
+    assert_eq!(*seen.lock().unwrap(), Some(json!([view_a.clone()])));
+    let after_finish = current(&store, acc, s.id).await;
+    assert_eq!(after_finish.version, after_upload.version + 1, "one bump");
+    assert_eq!(after_finish.data["docs"], json!([view_a.clone()]));
+    let ev = events(&store, s.id).await;
+    let patch = last_patch(&ev);
+    assert_eq!(patch["version"], after_finish.version);
+    assert_eq!(patch["patch"], json!({"data": {"docs": [view_a.clone()]}}));
+
+    // Finishing the second: the hook sees both, in list_documents order.
+    finish_doc(
+        &store,
+        acc,
+        &b,
+        vec![doc_chunk(0, "beta")],
+        Some(docs_view(seen.clone())),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let order: Vec<String> = store
+        .list_documents(s.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id.to_string())
+        .collect();
+    let view_b = json!({"id": b.id.to_string(), "status": "ready", "chunks": ["beta"]});
+    let both = if order == vec![a.id.to_string(), b.id.to_string()] {
+        json!([view_a.clone(), view_b.clone()])
+    } else {
+        json!([view_b.clone(), view_a.clone()])
+    };
+    assert_eq!(*seen.lock().unwrap(), Some(both.clone()));
+    let after_both = current(&store, acc, s.id).await;
+    assert_eq!(after_both.version, after_finish.version + 1);
+    assert_eq!(after_both.data["docs"], both);
+
+    // A hook that refuses rolls the whole operation back: finish ...
+    let (c, c_job) = upload_doc(&store, acc, s.id, "sha-c", None).await.unwrap();
+    let (claimed, _) = claim_one(&store, acc, &[PROCESS_DOC], 60, Timestamp::now())
+        .await
+        .expect("the processing job");
+    assert_eq!(claimed.id, c_job.id);
+    let before = current(&store, acc, s.id).await;
+    let before_events = events(&store, s.id).await.len();
+    let err = finish_doc(
+        &store,
+        acc,
+        &c,
+        vec![doc_chunk(0, "gamma")],
+        Some(refusing_hook()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Rejected(ref e) if e.message == "the hook refused"),
+        "{err:?}"
+    );
+    let still = store.get_document(s.id, c.id).await.unwrap().unwrap();
+    assert_eq!(still.status, DocumentStatus::Processing);
+    assert_eq!(still.chunk_count, 0);
+    assert!(store.list_chunks(c.id).await.unwrap().is_empty());
+    assert_eq!(
+        store.get_job(acc, c_job.id).await.unwrap().unwrap(),
+        claimed,
+        "the job's transition is rolled back too"
+    );
+    assert_eq!(current(&store, acc, s.id).await, before);
+    assert_eq!(events(&store, s.id).await.len(), before_events);
+
+    // ... upload ...
+    let err = upload_doc(&store, acc, s.id, "sha-d", Some(refusing_hook()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Rejected(_)), "{err:?}");
+    assert_eq!(store.list_documents(s.id).await.unwrap().len(), 3);
+    assert_eq!(store.list_jobs(s.id).await.unwrap().len(), 3);
+    assert_eq!(current(&store, acc, s.id).await, before);
+    assert_eq!(events(&store, s.id).await.len(), before_events);
+
+    // ... and delete.
+    let err = store
+        .delete_document(s.id, a.id, describe_deleted(), Some(refusing_hook()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Rejected(_)), "{err:?}");
+    assert_eq!(store.get_document(s.id, a.id).await.unwrap(), Some(done));
+    assert_eq!(store.list_chunks(a.id).await.unwrap().len(), 2);
+    assert_eq!(current(&store, acc, s.id).await, before);
+    assert_eq!(events(&store, s.id).await.len(), before_events);
+
+    // A delete with a hook: it sees the remaining ready documents.
+    let (gone, n) = store
+        .delete_document(
+            s.id,
+            a.id,
+            describe_deleted(),
+            Some(docs_view(seen.clone())),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((gone.id, n), (a.id, 2));
+    assert_eq!(*seen.lock().unwrap(), Some(json!([view_b.clone()])));
+    let after_delete = current(&store, acc, s.id).await;
+    assert_eq!(after_delete.version, before.version + 1);
+    assert_eq!(after_delete.data["docs"], json!([view_b]));
+    let ev = events(&store, s.id).await;
+    assert_eq!(
+        ev.len(),
+        before_events + 2,
+        "document.deleted, session.patched"
+    );
+    assert_eq!(last_patch(&ev)["version"], after_delete.version);
+    assert!(store.list_chunks(a.id).await.unwrap().is_empty());
+
+    // A hook that changes nothing writes nothing.
+    let (e, _) = upload_doc(&store, acc, s.id, "sha-e", None).await.unwrap();
+    let quiet = current(&store, acc, s.id).await;
+    store
+        .delete_document(s.id, e.id, describe_deleted(), Some(docs_view(seen)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(current(&store, acc, s.id).await, quiet);
 }

@@ -3,18 +3,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use sessiond_core::document::{
     Chunk, Document, DocumentEventKind, DocumentId, DocumentStatus, NewChunk, SearchHit,
 };
 use sessiond_core::error::codes;
+use sessiond_core::event::Event;
 use sessiond_core::ids::SessionRef;
 use sessiond_core::job::{CreateJobInput, Job, JobStatus};
 use sessiond_core::limits::*;
 use sessiond_core::session::Session;
 use sessiond_core::{AccountId, Error, ErrorKind, SessionId, Timestamp};
 use sessiond_store::{
-    DocumentDecision, DocumentOutcome, DocumentReuse, DocumentUpload, Hub, Store,
+    DocumentDecision, DocumentOutcome, DocumentReuse, DocumentUpload, Hub, SessionDocuments, Store,
 };
 use tokio_util::sync::CancellationToken;
 use tracing::instrument;
@@ -51,6 +52,40 @@ pub fn documentation_item(doc: &Document, chunk: &Chunk) -> Value {
         "content": chunk.content,
         "metadata": metadata,
     })
+}
+
+/// Every chunk of the given ready documents, in order, as midPilot DocumentationItems.
+fn documentation_items_of(docs: &[(Document, Vec<Chunk>)]) -> Vec<Value> {
+    docs.iter()
+        .flat_map(|(doc, chunks)| chunks.iter().map(move |c| documentation_item(doc, c)))
+        .collect()
+}
+
+/// The midPilot view of a session's documents, kept by the store in the same transaction as
+/// the document change: `documentationItems` (every ready document's items) and `extra` keys,
+/// each replaced whole (`Session::replace_data_keys`). A session no longer active is left alone
+/// (the document change still commits).
+fn documentation_keys(mut extra: Map<String, Value>) -> SessionDocuments {
+    Box::new(
+        move |s: &mut Session, docs: &[(Document, Vec<Chunk>)]| -> Result<Vec<Event>, Error> {
+            let now = Timestamp::now();
+            if !s.is_active(now) {
+                return Ok(Vec::new());
+            }
+            extra.insert(
+                DOCUMENTATION_ITEMS_KEY.to_owned(),
+                Value::Array(documentation_items_of(docs)),
+            );
+            Ok(s.replace_data_keys(extra, now)?.into_iter().collect())
+        },
+    )
+}
+
+/// The keys a midPilot upload's document change writes: its job id, and the items.
+fn documentation_upload_keys(doc: DocumentId, job: sessiond_core::JobId) -> SessionDocuments {
+    let mut keys = Map::new();
+    keys.insert(documentation_job_key(doc), json!(job.to_string()));
+    documentation_keys(keys)
 }
 
 /// Lease of a processing job; progress heartbeats extend it.
@@ -216,6 +251,9 @@ impl DocumentService {
             since: now.plus_seconds(-self.reuse_window_seconds),
             match_filename: up.match_filename,
         });
+        // A midPilot upload writes its job-id key and the session's items with the document.
+        let keys =
+            (up.job_type == DOCUMENTATION_JOB).then(|| documentation_upload_keys(doc.id, job.id));
         let (doc, job) = self
             .store
             .create_document(
@@ -263,6 +301,7 @@ impl DocumentService {
                         })
                     },
                 ),
+                keys,
             )
             .await?
             .ok_or_else(|| Error::session_not_found(session))?;
@@ -291,12 +330,33 @@ impl DocumentService {
 
     /// Deletes the document and its chunks; the number of chunks removed.
     pub async fn delete(&self, session: SessionId, id: DocumentId) -> Result<i64, Error> {
+        self.delete_keeping(session, id, None).await
+    }
+
+    /// Deletes the document as [`Self::delete`] does, rewriting the session's
+    /// `documentationItems` in the same transaction (the midPilot surface).
+    pub async fn delete_documentation(
+        &self,
+        session: SessionId,
+        id: DocumentId,
+    ) -> Result<i64, Error> {
+        self.delete_keeping(session, id, Some(documentation_keys(Map::new())))
+            .await
+    }
+
+    async fn delete_keeping(
+        &self,
+        session: SessionId,
+        id: DocumentId,
+        keys: Option<SessionDocuments>,
+    ) -> Result<i64, Error> {
         let (_, chunks) = self
             .store
             .delete_document(
                 session,
                 id,
                 Box::new(|d: &Document| vec![d.event(DocumentEventKind::Deleted)]),
+                keys,
             )
             .await?
             .ok_or_else(|| not_found(id))?;
@@ -317,47 +377,14 @@ impl DocumentService {
     /// Every chunk of the session's ready documents, oldest document first, as midPilot
     /// DocumentationItems.
     pub async fn documentation_items(&self, session: SessionId) -> Result<Vec<Value>, Error> {
-        let mut items = Vec::new();
+        let mut docs = Vec::new();
         for doc in self.list(session).await? {
-            if doc.status != DocumentStatus::Ready {
-                continue;
-            }
-            for chunk in self.chunks(doc.id).await? {
-                items.push(documentation_item(&doc, &chunk));
+            if doc.status == DocumentStatus::Ready {
+                let chunks = self.chunks(doc.id).await?;
+                docs.push((doc, chunks));
             }
         }
-        Ok(items)
-    }
-
-    /// Writes the session's `documentationItems` key (every ready document's items) together
-    /// with `extra` keys, each replaced whole. A session gone or no longer active is skipped.
-    pub async fn sync_documentation_items(
-        &self,
-        account: AccountId,
-        session: SessionId,
-        mut extra: serde_json::Map<String, Value>,
-    ) -> Result<(), Error> {
-        let items = self.documentation_items(session).await?;
-        extra.insert(DOCUMENTATION_ITEMS_KEY.to_owned(), Value::Array(items));
-        let now = Timestamp::now();
-        let outcome = self
-            .store
-            .update_session(
-                account,
-                &SessionRef::Id(session),
-                Box::new(move |s: &mut Session| {
-                    if !s.is_active(now) {
-                        return Ok(vec![]);
-                    }
-                    Ok(s.replace_data_keys(extra, now)?.into_iter().collect())
-                }),
-            )
-            .await?;
-        if let sessiond_store::UpdateSession::Updated(s) = &outcome {
-            self.hub
-                .channel_changed(s.id, sessiond_core::event::EVENTS_CHANNEL);
-        }
-        Ok(())
+        Ok(documentation_items_of(&docs))
     }
 
     /// Runs `n` processors that claim the built-in job types until shutdown.
@@ -450,6 +477,9 @@ impl DocumentService {
         };
         let now = Timestamp::now();
         let job_id = job.id;
+        // A midPilot upload's items land in the session with the document's new state.
+        let keys =
+            || (job.kind == DOCUMENTATION_JOB).then(|| documentation_upload_keys(doc.id, job_id));
         let outcome = match result {
             Ok(Ok(processed)) => Ok(processed
                 .chunks
@@ -486,6 +516,7 @@ impl DocumentService {
                             events.push(d.event(DocumentEventKind::Ready));
                             Ok(events)
                         }),
+                        keys(),
                     )
                     .await
             }
@@ -503,25 +534,15 @@ impl DocumentService {
                             events.push(d.event(DocumentEventKind::Failed));
                             Ok(events)
                         }),
+                        keys(),
                     )
                     .await
             }
         };
         match finished {
-            Ok(Some((d, j))) => {
+            Ok(Some((d, _))) => {
                 self.hub
                     .channel_changed(d.session_id, sessiond_core::event::EVENTS_CHANNEL);
-                // A midPilot upload also lands in the session's `documentationItems`.
-                if j.kind == DOCUMENTATION_JOB {
-                    let mut keys = serde_json::Map::new();
-                    keys.insert(documentation_job_key(d.id), json!(j.id.to_string()));
-                    if let Err(e) = self
-                        .sync_documentation_items(account, d.session_id, keys)
-                        .await
-                    {
-                        tracing::warn!(error = %e, "cannot write the session's documentationItems");
-                    }
-                }
             }
             Ok(None) => {}
             Err(sessiond_store::StoreError::Rejected(e))

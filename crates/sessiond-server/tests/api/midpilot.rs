@@ -357,6 +357,83 @@ async fn upload_processes_into_documentation_items() {
     assert_eq!(&list["documentationItems"], &data["documentationItems"]);
 }
 
+/// Every record `data` of the session's native events channel.
+async fn native_events(api: &Api, sid: &str) -> Vec<Value> {
+    let page = api
+        .get(&format!(
+            "/v1/sessions/{sid}/channels/events/records?after=0&limit=1000"
+        ))
+        .await
+        .expect(200);
+    page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["data"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_items_are_in_the_session_as_soon_as_the_job_succeeds() {
+    let s = TestServer::start().await;
+    let sid = new_session(&s).await;
+    let v0 = s.get(&format!("/v1/sessions/{sid}")).await.expect(200)["version"]
+        .as_i64()
+        .unwrap();
+    let r = upload(&s, &sid, "api.json", "application/json", OPENAPI3)
+        .await
+        .expect(200);
+    let (job, doc) = (r["jobId"].as_str().unwrap(), r["docId"].as_str().unwrap());
+    // Poll the native job until it has succeeded, then read the session at once.
+    let mut succeeded = false;
+    for _ in 0..400 {
+        let j = s.get(&format!("/v1/jobs/{job}")).await.expect(200);
+        if j["status"] == "succeeded" {
+            succeeded = true;
+            break;
+        }
+        assert!(j["status"] == "queued" || j["status"] == "running", "{j}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(succeeded, "job {job} did not succeed");
+    let session = s.get(&format!("/v1/sessions/{sid}")).await.expect(200);
+    let data = &session["data"];
+    assert_eq!(
+        data[format!("documentation.processUpload_{doc}_job_id")],
+        json!(job)
+    );
+    let items = data["documentationItems"].as_array().unwrap();
+    assert!(!items.is_empty());
+    assert!(items.iter().all(|i| i["page_id"] == doc));
+    let list = s.get(&format!("{P}/{sid}/documentation")).await.expect(200);
+    assert_eq!(&list["documentationItems"], &data["documentationItems"]);
+    // One bump for the upload (its job-id key), exactly one for the finish.
+    assert_eq!(session["version"], v0 + 2, "{session}");
+    let events = native_events(&s, &sid).await;
+    let patches: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "session.patched")
+        .collect();
+    assert_eq!(patches.len(), 2, "{events:?}");
+    assert_eq!(patches[0]["version"], v0 + 1);
+    assert_eq!(
+        patches[0]["patch"]["data"][format!("documentation.processUpload_{doc}_job_id")],
+        json!(job)
+    );
+    assert_eq!(patches[1]["version"], v0 + 2);
+    assert_eq!(
+        patches[1]["patch"]["data"]["documentationItems"],
+        data["documentationItems"]
+    );
+    // The finish's patch is recorded with the document's new state, in its transaction.
+    let ready = events
+        .iter()
+        .position(|e| e["type"] == "document.ready" && e["documentId"] == doc)
+        .expect("document.ready");
+    assert_eq!(events[ready + 1]["type"], "session.patched", "{events:?}");
+    assert_eq!(events[ready + 1]["version"], v0 + 2);
+}
+
 #[tokio::test]
 async fn upload_under_a_caller_doc_id() {
     let s = TestServer::start().await;

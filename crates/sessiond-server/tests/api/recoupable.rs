@@ -23,7 +23,8 @@ use sessiond_server::{App, AppOptions};
 use sessiond_store::{
     Appended, ChatDelete, ChatUpdate, CreateChat, DocumentCreate, DocumentDescribe,
     DocumentOutcome, DocumentSettle, DocumentUpload, InsertSession, JobCreate, JobUpdate,
-    RecordPage, SessionGuard, SessionUpdate, Store, StoreError, UpdateJob, UpdateSession,
+    RecordPage, SessionDocuments, SessionGuard, SessionUpdate, Store, StoreError, UpdateJob,
+    UpdateSession,
 };
 use tokio::net::TcpListener;
 use uuid::Uuid;
@@ -633,9 +634,10 @@ impl Store for ChatInsertFails {
         session: &SessionRef,
         upload: DocumentUpload,
         decide: DocumentCreate,
+        docs: Option<SessionDocuments>,
     ) -> Result<Option<(Document, Job)>, StoreError> {
         self.0
-            .create_document(account, session, upload, decide)
+            .create_document(account, session, upload, decide, docs)
             .await
     }
 
@@ -673,8 +675,11 @@ impl Store for ChatInsertFails {
         id: DocumentId,
         outcome: DocumentOutcome,
         settle: DocumentSettle,
+        docs: Option<SessionDocuments>,
     ) -> Result<Option<(Document, Job)>, StoreError> {
-        self.0.finish_document(account, id, outcome, settle).await
+        self.0
+            .finish_document(account, id, outcome, settle, docs)
+            .await
     }
 
     async fn delete_document(
@@ -682,8 +687,9 @@ impl Store for ChatInsertFails {
         session: SessionId,
         id: DocumentId,
         describe: DocumentDescribe,
+        docs: Option<SessionDocuments>,
     ) -> Result<Option<(Document, i64)>, StoreError> {
-        self.0.delete_document(session, id, describe).await
+        self.0.delete_document(session, id, describe, docs).await
     }
 
     async fn search_chunks(

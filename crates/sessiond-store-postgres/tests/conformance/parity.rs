@@ -146,6 +146,7 @@ async fn upload(
                     })
                 },
             ),
+            None,
         )
         .await?;
     let offered = *offered.lock().unwrap();
@@ -237,6 +238,7 @@ pub async fn documents_lifecycle_search_reuse_and_delete(store: Arc<dyn Store>) 
                 events.push(d.event(DocumentEventKind::Ready));
                 Ok(events)
             }),
+            None,
         )
         .await
         .unwrap()
@@ -398,14 +400,14 @@ pub async fn documents_lifecycle_search_reuse_and_delete(store: Arc<dyn Store>) 
     };
     assert!(
         store
-            .delete_document(s2.id, id, describe())
+            .delete_document(s2.id, id, describe(), None)
             .await
             .unwrap()
             .is_none(),
         "other session"
     );
     let (gone, n) = store
-        .delete_document(s.id, id, describe())
+        .delete_document(s.id, id, describe(), None)
         .await
         .unwrap()
         .unwrap();

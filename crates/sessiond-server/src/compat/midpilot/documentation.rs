@@ -5,7 +5,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sessiond_core::document::{DocumentId, DocumentStatus};
 use sessiond_core::error::codes;
 use sessiond_core::job::JobStatus;
@@ -18,7 +18,7 @@ use super::sessions::{load, session_ref};
 use super::stages::status_of;
 use crate::api::documents::receive;
 use crate::app::App;
-use crate::service::documents::{documentation_item, documentation_job_key, DOCUMENTATION_JOB};
+use crate::service::documents::{documentation_item, DOCUMENTATION_JOB};
 
 fn doc_not_found(doc: Uuid, session: Uuid) -> MidError {
     MidError::not_found(format!(
@@ -57,20 +57,8 @@ async fn upload_as(
                 MidError::for_session(id)(e)
             }
         })?;
-    let mut keys = Map::new();
-    keys.insert(documentation_job_key(doc.id), json!(job.id.to_string()));
-    if job.status == JobStatus::Succeeded {
-        // Reused: no processing runs, so the items are written now.
-        documents
-            .sync_documentation_items(caller.0, doc.session_id, keys)
-            .await?;
-    } else {
-        app.services
-            .sessions
-            .replace_data_keys(caller.0, &session_ref(id), keys)
-            .await
-            .map_err(MidError::for_session(id))?;
-    }
+    // The upload wrote `documentation.processUpload_{docId}_job_id` (and, when it reused
+    // earlier chunks, `documentationItems`) in its own transaction.
     Ok(Json(json!({
         "message": "Documentation upload queued for processing",
         "sessionId": id.to_string(),
@@ -223,16 +211,14 @@ pub async fn delete(
     let doc_id = path_uuid("doc_id", &doc_id)?;
     let s = load(&app, &caller, id).await?;
     let documents = &app.services.documents;
+    // `documentationItems` is rewritten in the delete's transaction.
     let n = documents
-        .delete(s.id, DocumentId(doc_id))
+        .delete_documentation(s.id, DocumentId(doc_id))
         .await
         .map_err(|e| match e.kind {
             ErrorKind::NotFound => doc_not_found(doc_id, id),
             _ => e.into(),
         })?;
-    documents
-        .sync_documentation_items(caller.0, s.id, Map::new())
-        .await?;
     Ok(Json(json!({
         "message": format!("Documentation deleted successfully ({n} chunk(s) removed)"),
         "sessionId": id.to_string(),
@@ -256,17 +242,15 @@ pub async fn delete_all(
     let id = path_uuid("session_id", &session_id)?;
     let s = load(&app, &caller, id).await?;
     let documents = &app.services.documents;
+    // Each delete rewrites `documentationItems` in its own transaction.
     for doc in documents.list(s.id).await? {
-        match documents.delete(s.id, doc.id).await {
+        match documents.delete_documentation(s.id, doc.id).await {
             Ok(_) => {}
             // Deleted concurrently: already gone.
             Err(e) if e.kind == ErrorKind::NotFound => {}
             Err(e) => return Err(e.into()),
         }
     }
-    documents
-        .sync_documentation_items(caller.0, s.id, Map::new())
-        .await?;
     Ok(Json(json!({
         "message": "All documentation deleted successfully",
         "sessionId": id.to_string(),
