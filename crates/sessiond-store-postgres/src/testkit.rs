@@ -1,9 +1,12 @@
 //! Throw-away databases for tests (behind the `testkit` feature).
 //!
-//! Each test gets a database of its own, `sessiond_t_<unix seconds>_<random>`, created on the
-//! server named by a base URL (CI sets `SESSIOND_TEST_DATABASE_URL`). Databases of earlier runs
-//! older than an hour are dropped the first time a process asks for one, which keeps their
-//! number bounded even when tests never clean up after themselves.
+//! Most tests get a schema of their own, `sessiond_t_<unix seconds>_<random>`, in the database
+//! named by a base URL (CI sets `SESSIOND_TEST_DATABASE_URL`), reached through a URL that sets
+//! `search_path` to it: creating and dropping a schema is cheap, while `DROP DATABASE` forces a
+//! checkpoint. Tests that look at the whole database (its LISTEN connections, its restarts) get
+//! a database of their own instead. Schemas and databases of earlier runs older than an hour are
+//! dropped the first time a process asks for one, which keeps their number bounded even when
+//! tests never clean up after themselves.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -67,30 +70,84 @@ async fn admin(url: &str) -> Result<PgConnection, StoreError> {
     PgConnection::connect(url).await.map_err(db_err)
 }
 
-/// Drops test databases older than an hour (once per process).
+/// Drops test schemas and databases older than an hour (once per process).
 async fn cleanup(conn: &mut PgConnection) {
     if CLEANED.swap(true, Ordering::SeqCst) {
         return;
     }
-    let names: Vec<String> =
-        match sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+    let now = now_secs();
+    let stale = |name: &str| {
+        name.strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|s| s.parse::<u64>().ok())
+            .is_some_and(|born| now.saturating_sub(born) > MAX_AGE_SECS)
+    };
+    let schemas: Vec<String> =
+        sqlx::query_scalar("SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1)")
             .bind(PREFIX)
             .fetch_all(&mut *conn)
             .await
-        {
-            Ok(n) => n,
-            Err(_) => return,
-        };
-    let now = now_secs();
-    for name in names {
-        let born = name
-            .strip_prefix(PREFIX)
-            .and_then(|rest| rest.split('_').next())
-            .and_then(|s| s.parse::<u64>().ok());
-        if born.is_some_and(|b| now.saturating_sub(b) > MAX_AGE_SECS) {
-            let _ = drop_named(conn, &name).await;
-        }
+            .unwrap_or_default();
+    for name in schemas.iter().filter(|n| stale(n)) {
+        let _ = drop_schema(conn, name).await;
     }
+    let databases: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+            .bind(PREFIX)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_default();
+    for name in databases.iter().filter(|n| stale(n)) {
+        let _ = drop_named(conn, name).await;
+    }
+}
+
+fn fresh_name() -> String {
+    format!(
+        "{PREFIX}{}_{}",
+        now_secs(),
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// The URL parameter that points a connection at a test schema.
+const SEARCH_PATH_PARAM: &str = "options=-c%20search_path%3D";
+
+/// `url` with connections' `search_path` set to `schema`.
+pub fn with_search_path(url: &str, schema: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{SEARCH_PATH_PARAM}{schema}")
+}
+
+/// The test schema a URL made by [`with_search_path`] points at.
+fn test_schema(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once(SEARCH_PATH_PARAM)?;
+    let name = rest.split('&').next()?;
+    name.starts_with(PREFIX).then_some(name)
+}
+
+async fn drop_schema(conn: &mut PgConnection, name: &str) -> Result<(), StoreError> {
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
+    )))
+    .execute(conn)
+    .await
+    .map(|_| ())
+    .map_err(db_err)
+}
+
+/// Creates an empty schema in the database of `base_url`; returns a URL whose connections use
+/// it (and only it).
+pub async fn fresh_schema(base_url: &str) -> Result<String, StoreError> {
+    let mut conn = admin(base_url).await?;
+    cleanup(&mut conn).await;
+    let name = fresh_name();
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA \"{name}\"")))
+        .execute(&mut conn)
+        .await
+        .map_err(db_err)?;
+    let _ = conn.close().await;
+    Ok(with_search_path(base_url, &name))
 }
 
 async fn drop_named(conn: &mut PgConnection, name: &str) -> Result<(), StoreError> {
@@ -107,11 +164,7 @@ async fn drop_named(conn: &mut PgConnection, name: &str) -> Result<(), StoreErro
 pub async fn fresh_database(base_url: &str) -> Result<String, StoreError> {
     let mut conn = admin(base_url).await?;
     cleanup(&mut conn).await;
-    let name = format!(
-        "{PREFIX}{}_{}",
-        now_secs(),
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
+    let name = fresh_name();
     sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
         .execute(&mut conn)
         .await
@@ -120,8 +173,15 @@ pub async fn fresh_database(base_url: &str) -> Result<String, StoreError> {
     Ok(with_database(base_url, &name))
 }
 
-/// Drops a database made by [`fresh_database`] (given its URL), disconnecting its sessions.
+/// Drops a database made by [`fresh_database`] (disconnecting its sessions) or a schema made
+/// by [`fresh_schema`], given its URL.
 pub async fn drop_database(base_url: &str, url: &str) -> Result<(), StoreError> {
+    if let Some(schema) = test_schema(url) {
+        let mut conn = admin(base_url).await?;
+        let r = drop_schema(&mut conn, schema).await;
+        let _ = conn.close().await;
+        return r;
+    }
     let name = url
         .split('?')
         .next()
@@ -135,13 +195,13 @@ pub async fn drop_database(base_url: &str, url: &str) -> Result<(), StoreError> 
     r
 }
 
-/// A store on a fresh database of its own, which its `shutdown()` drops again.
+/// A store on a fresh schema of its own, which its `shutdown()` drops again.
 pub async fn fresh_store(
     base_url: &str,
     opts: PgOptions,
     hub: Arc<Hub>,
 ) -> Result<PgStore, StoreError> {
-    let url = fresh_database(base_url).await?;
+    let url = fresh_schema(base_url).await?;
     let store = PgStore::connect(&url, opts, hub).await?;
     *store.throwaway.lock().unwrap_or_else(|p| p.into_inner()) = Some((base_url.to_owned(), url));
     Ok(store)

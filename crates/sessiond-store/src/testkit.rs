@@ -268,6 +268,7 @@ pub async fn sessions_delete_cascades(store: Arc<dyn Store>) {
         id: "r1".into(),
         data: "1".into(),
         headers: "{}".into(),
+        fresh: false,
     };
     store
         .append_records(
@@ -582,6 +583,7 @@ fn rec(id: &str, data: &str) -> NewRecord {
         id: id.into(),
         data: data.into(),
         headers: "{}".into(),
+        fresh: false,
     }
 }
 

@@ -7,6 +7,12 @@ use clap::{Parser, Subcommand};
 mod cli;
 mod serve;
 
+/// mimalloc rather than the system allocator: request handling allocates many small,
+/// short-lived buffers across threads, where glibc's malloc spends a measurable share of
+/// the CPU (and fragments more under long-lived SSE connections).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "sessiond",
