@@ -162,7 +162,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let router = app.router();
     let token = app.shutdown.clone();
-    let result = axum::serve(listener, router)
+    // `into_make_service` finishes the router once; serving the `Router` itself would rebuild
+    // its route table for every connection (tens of KiB each, held as long as an SSE stream).
+    let result = axum::serve(listener, router.into_make_service())
         .with_graceful_shutdown(async move {
             shutdown.await;
             // Live streams would otherwise hold the graceful shutdown open.
