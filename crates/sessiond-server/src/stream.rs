@@ -15,7 +15,7 @@ use sessiond_store::{Hub, Store};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// How often a live reader re-reads even without a signal.
+/// How often a live reader re-reads storage whatever the signals say.
 pub const SAFETY_POLL: Duration = Duration::from_secs(5);
 /// Records per store read while catching up.
 const PAGE: usize = 500;
@@ -59,6 +59,11 @@ impl Follow {
         let mut last_record = tokio::time::Instant::now();
         // The first pass and every safety poll read storage; signals try memory first.
         let mut from_storage = true;
+        // One timer for the life of the follower: a sleep created per wake-up would cost a
+        // timer insertion and removal for every record delivered to every subscriber.
+        let mut safety_poll =
+            tokio::time::interval_at(tokio::time::Instant::now() + SAFETY_POLL, SAFETY_POLL);
+        safety_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut closed = false;
             if !from_storage {
@@ -133,11 +138,93 @@ impl Follow {
                 sig = sub.changed() => {
                     from_storage = sig.deleted;
                 }
-                _ = tokio::time::sleep(SAFETY_POLL) => from_storage = true,
+                _ = safety_poll.tick() => from_storage = true,
                 _ = idle => return,
                 _ = tx.closed() => return,
                 _ = self.shutdown.cancelled() => return,
             }
         }
+    }
+}
+
+/// An SSE response made of already rendered frames, with a `: ping` comment every `heartbeat`
+/// until `frames` ends. Unlike a keep-alive that restarts its timer after every event, the
+/// heartbeat ticks on a fixed schedule, so a busy stream costs no timer work per event.
+pub fn sse_response<S>(frames: S, heartbeat: Duration) -> axum::response::Response
+where
+    S: futures::Stream<Item = bytes::Bytes> + Send + 'static,
+{
+    use axum::http::header;
+    use futures::StreamExt;
+
+    let start = tokio::time::Instant::now() + heartbeat;
+    let mut ticks = tokio::time::interval_at(start, heartbeat);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let pings = tokio_stream::wrappers::IntervalStream::new(ticks)
+        .map(|_| Some(bytes::Bytes::from_static(b": ping\n\n")));
+    // `None` marks the end of the frames, which ends the response (the pings never end).
+    let frames = frames
+        .map(Some)
+        .chain(futures::stream::once(async { None }));
+    let body = futures::stream::select(frames, pings)
+        .take_while(|f| std::future::ready(f.is_some()))
+        .filter_map(std::future::ready)
+        .map(Ok::<_, std::convert::Infallible>);
+    let mut resp = axum::response::Response::new(axum::body::Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    h.insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+    resp
+}
+
+/// Appends one SSE event to `out`. Line breaks in `data` (raw JSON may hold some between
+/// tokens) start a new `data:` line, as the SSE format requires; a client joins them back.
+pub fn push_sse_event(out: &mut Vec<u8>, id: Option<i64>, event: &str, data: &[u8]) {
+    use std::io::Write;
+    if let Some(id) = id {
+        let _ = writeln!(out, "id: {id}");
+    }
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(event.as_bytes());
+    out.push(b'\n');
+    let mut open_line = true;
+    for piece in data.split_inclusive(|&b| b == b'\n' || b == b'\r') {
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(piece);
+        open_line = !matches!(piece.last(), Some(b'\n' | b'\r'));
+    }
+    if !open_line || data.is_empty() {
+        // Empty data, or data ending in a line break: its last (empty) line.
+        out.extend_from_slice(b"data: ");
+    }
+    out.extend_from_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_sse_event;
+
+    fn event(data: &str) -> String {
+        let mut out = Vec::new();
+        push_sse_event(&mut out, Some(7), "record", data.as_bytes());
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    #[test]
+    fn sse_events_split_data_on_line_breaks() {
+        assert_eq!(event("{}"), "id: 7\nevent: record\ndata: {}\n\n");
+        assert_eq!(event(""), "id: 7\nevent: record\ndata: \n\n");
+        assert_eq!(
+            event("{\r\"a\":  \n\r1}"),
+            "id: 7\nevent: record\ndata: {\rdata: \"a\":  \ndata: \rdata: 1}\n\n"
+        );
+        assert_eq!(event("1\n"), "id: 7\nevent: record\ndata: 1\ndata: \n\n");
     }
 }

@@ -1,11 +1,9 @@
 //! `/v1/sessions/{session}/channels`: append, read (JSON, long-poll, SSE), list.
 
-use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
@@ -26,7 +24,10 @@ use crate::auth::{Access, Caller, Principal};
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{bad_query, query_pairs, ApiJson};
 use crate::service::channels::Start;
-use crate::stream::{Follow, Item};
+use crate::stream::{push_sse_event, sse_response, Follow, Item};
+
+/// The `: ping` comment interval of native SSE streams.
+const SSE_HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// A JSON value that distinguishes `null` (present) from a missing key.
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
@@ -302,21 +303,21 @@ fn parse_read(query: Option<&str>, headers: &HeaderMap) -> Result<ReadParams, Er
     Ok(p)
 }
 
-fn sse_event(item: Item) -> Vec<SseEvent> {
+/// One follower item as SSE frames: every record of a batch in one chunk, so a burst of records
+/// costs one write.
+fn sse_frames(item: Item) -> bytes::Bytes {
+    let mut out = Vec::new();
     match item {
-        Item::Records(records) => records
-            .iter()
-            .map(|r| {
-                let data = serde_json::to_string(&RecordView::from(r.as_ref())).unwrap_or_default();
-                SseEvent::default()
-                    .id(r.seq.to_string())
-                    .event("record")
-                    .data(data)
-            })
-            .collect(),
-        Item::Closed => vec![SseEvent::default().event("closed").data("{}")],
-        Item::Deleted => vec![SseEvent::default().event("deleted").data("{}")],
+        Item::Records(records) => {
+            for r in &records {
+                let data = serde_json::to_vec(&RecordView::from(r.as_ref())).unwrap_or_default();
+                push_sse_event(&mut out, Some(r.seq), "record", &data);
+            }
+        }
+        Item::Closed => push_sse_event(&mut out, None, "closed", b"{}"),
+        Item::Deleted => push_sse_event(&mut out, None, "deleted", b"{}"),
     }
+    bytes::Bytes::from(out)
 }
 
 /// Read records: JSON (optionally long-polling with `wait`), or a live SSE stream.
@@ -370,21 +371,8 @@ pub async fn read(
             idle_timeout: None,
         }
         .spawn();
-        let stream = ReceiverStream::new(rx)
-            .flat_map(|item| futures::stream::iter(sse_event(item)))
-            .map(Ok::<_, Infallible>);
-        let sse = Sse::new(stream).keep_alive(
-            KeepAlive::new()
-                .interval(Duration::from_secs(15))
-                .text("ping"),
-        );
-        let mut resp = sse.into_response();
-        resp.headers_mut().insert(
-            header::CACHE_CONTROL,
-            header::HeaderValue::from_static("no-cache"),
-        );
-        resp.headers_mut()
-            .insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+        let frames = ReceiverStream::new(rx).map(sse_frames);
+        let resp = sse_response(frames, SSE_HEARTBEAT);
         return Ok(resp);
     }
     let page = channels
