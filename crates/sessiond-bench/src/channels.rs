@@ -931,7 +931,13 @@ fn streaming_report(name: &str, concurrency: usize, summary: Summary) -> Scenari
 }
 
 /// `fanout`: N SSE subscribers on one channel, one producer at a steady rate, delivery latency.
-pub async fn fanout(target: Arc<Target>, cfg: FanoutConfig) -> Result<ScenarioReport> {
+/// The subscribers read from `sub_target`: the same node as `target`, or another node sharing
+/// its database (cross-node delivery).
+pub async fn fanout(
+    target: Arc<Target>,
+    sub_target: Arc<Target>,
+    cfg: FanoutConfig,
+) -> Result<ScenarioReport> {
     if !(cfg.rate.is_finite() && cfg.rate > 0.0) {
         bail!("--fanout-rate must be > 0");
     }
@@ -942,7 +948,7 @@ pub async fn fanout(target: Arc<Target>, cfg: FanoutConfig) -> Result<ScenarioRe
     let append_uri = target.uri(&path)?;
     // From the beginning, so that a record appended while a stream is being set up is replayed
     // rather than lost: every subscriber must see every record.
-    let sub_uri = target.uri(&format!("{path}?after=0"))?;
+    let sub_uri = sub_target.uri(&format!("{path}?after=0"))?;
     let live = Arc::new(Live::new()?);
     let (stop_tx, stop_rx) = watch::channel(None);
     // Every wait below is bounded; this is the backstop for the subscribers themselves.
@@ -956,7 +962,8 @@ pub async fn fanout(target: Arc<Target>, cfg: FanoutConfig) -> Result<ScenarioRe
     let rss_before = cfg.server_pid.and_then(|p| target::read_memory(p).ok());
 
     eprintln!("  opening {n} SSE subscribers on one channel");
-    let (handles, open_wall) = open_all(&target, vec![sub_uri; n], &live, &stop_rx, hard_end).await;
+    let (handles, open_wall) =
+        open_all(&sub_target, vec![sub_uri; n], &live, &stop_rx, hard_end).await;
     let opened = live.opened.load(Ordering::Relaxed);
     if opened < n {
         let _ = stop_tx.send(Some(0));

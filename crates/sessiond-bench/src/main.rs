@@ -88,6 +88,10 @@ struct Args {
     #[arg(long, default_value_t = 1_000, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     subscribers: u32,
+    /// `fanout` subscribers connect to this node instead (another node on the same PostgreSQL
+    /// database: the producer appends through the main target, so delivery crosses nodes).
+    #[arg(long, value_name = "URL")]
+    subscribe_url: Option<String>,
     /// Records per second the `fanout` producer appends.
     #[arg(long, default_value_t = 200.0, value_name = "PER_SEC")]
     fanout_rate: f64,
@@ -234,6 +238,8 @@ struct Ctx {
     /// only adds what is missing).
     seeded: u64,
     subscribers: usize,
+    /// Where `fanout` subscribers connect (the main target unless --subscribe-url).
+    subscribe: Option<Arc<Target>>,
     fanout_rate: f64,
     fanout_in_flight: usize,
     idle_sessions: u64,
@@ -283,6 +289,20 @@ async fn run(args: Args) -> Result<bool> {
             )?;
             (Some(server), t)
         }
+    };
+
+    let subscribe = match &args.subscribe_url {
+        Some(url) => {
+            let parts = target::parse_url(url, args.allow_remote)?;
+            let addr = target::resolve(&parts, args.allow_remote).await?;
+            Some(Arc::new(Target::new(
+                addr,
+                &parts.authority,
+                parts.prefix,
+                args.key.as_deref(),
+            )?))
+        }
+        None => None,
     };
 
     let nproc = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -347,6 +367,7 @@ async fn run(args: Args) -> Result<bool> {
         pool: None,
         seeded: 0,
         subscribers: args.subscribers as usize,
+        subscribe,
         fanout_rate: args.fanout_rate,
         fanout_in_flight: args.fanout_in_flight as usize,
         idle_sessions: u64::from(args.idle_sessions),
@@ -474,7 +495,8 @@ async fn run_scenario(ctx: &mut Ctx, sc: Scenario) -> Result<ScenarioReport> {
         }
         Scenario::Fanout => {
             channels::fanout(
-                t,
+                t.clone(),
+                ctx.subscribe.clone().unwrap_or(t),
                 channels::FanoutConfig {
                     subscribers: ctx.subscribers,
                     rate: ctx.fanout_rate,
