@@ -28,6 +28,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SESSIOND_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
+    /// PostgreSQL connections per node (the LISTEN connection is extra). Default: 4 per CPU
+    /// core, from 4 to 32; more connections than the database's cores can run only add
+    /// contention.
+    #[arg(long, env = "SESSIOND_DATABASE_POOL", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_pool: Option<u32>,
+
     /// Whether requests must carry credentials. `off` is only allowed on a loopback address
     /// (unless --insecure-no-auth).
     #[arg(long, env = "SESSIOND_AUTH", value_enum, default_value_t = AuthMode::Auto)]

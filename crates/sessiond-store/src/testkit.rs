@@ -47,6 +47,7 @@ macro_rules! conformance_tests {
             records_concurrent_appends_are_gapless,
             jobs_create_with_and_without_reuse,
             jobs_claim_hands_each_job_to_exactly_one_claimer,
+            jobs_claim_takes_the_oldest_across_types,
             jobs_claim_skips_closed_and_expired_sessions,
             jobs_update_not_found_unchanged_and_rejected,
             jobs_expired_leases,
@@ -1178,6 +1179,37 @@ pub async fn jobs_create_with_and_without_reuse(store: Arc<dyn Store>) {
         .windows(2)
         .all(|w| w[0].created_at <= w[1].created_at));
     assert_eq!(listed[0].id, j1.id);
+}
+
+pub async fn jobs_claim_takes_the_oldest_across_types(store: Arc<dyn Store>) {
+    let acc = account(&store).await;
+    let s = insert(&store, new_session(acc, None, Timestamp::now())).await;
+    let mut made = Vec::new();
+    for (i, kind) in ["t.b", "t.a", "t.c", "t.a", "t.b"].iter().enumerate() {
+        let (job, _, _) = create_job(
+            &store,
+            acc,
+            s.id,
+            new_job(acc, kind, json!({"n": i}), None, None),
+            None,
+        )
+        .await;
+        made.push(job.id);
+    }
+    // Named in another order and with a repeat: still strictly oldest first, each once.
+    let mut got = Vec::new();
+    while let Some((job, _)) = claim_one(
+        &store,
+        acc,
+        &["t.c", "t.a", "t.b", "t.a"],
+        60,
+        Timestamp::now(),
+    )
+    .await
+    {
+        got.push(job.id);
+    }
+    assert_eq!(got, made);
 }
 
 pub async fn jobs_claim_hands_each_job_to_exactly_one_claimer(store: Arc<dyn Store>) {
