@@ -38,7 +38,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::
 #[serde(deny_unknown_fields)]
 pub struct RecordBody {
     /// Producer-chosen id (1–256 characters): a record whose id the channel already holds is not
-    /// appended again. Generated when absent.
+    /// appended again. Generated when absent (a UUIDv7).
     pub id: Option<String>,
     /// Any JSON value (required; at most 1 MiB with its headers).
     #[serde(default, deserialize_with = "present")]
