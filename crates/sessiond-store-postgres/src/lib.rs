@@ -60,10 +60,17 @@ pub struct PgOptions {
     pub channel: String,
 }
 
+/// The default pool: 4 connections per CPU core, from 4 to 32. More connections than the
+/// database's cores can run only add contention (measured in docs/BENCHMARKS.md).
+pub fn default_pool_size() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    u32::try_from(cores.saturating_mul(4)).map_or(32, |n| n.clamp(4, 32))
+}
+
 impl Default for PgOptions {
     fn default() -> Self {
         Self {
-            max_connections: 16,
+            max_connections: default_pool_size(),
             acquire_timeout: Duration::from_secs(5),
             channel: DEFAULT_CHANNEL.to_owned(),
         }

@@ -95,12 +95,10 @@ pub async fn open_store(args: &ServeArgs) -> anyhow::Result<(Arc<dyn Store>, Arc
         .with_context(|| format!("cannot create the data dir {}", args.data_dir.display()))?;
     let hub = Hub::new();
     if let Some(url) = &args.database_url {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u32;
+        let defaults = PgOptions::default();
         let opts = PgOptions {
-            max_connections: args
-                .database_pool
-                .unwrap_or_else(|| (4 * cores).clamp(4, 32)),
-            ..PgOptions::default()
+            max_connections: args.database_pool.unwrap_or(defaults.max_connections),
+            ..defaults
         };
         let store = PgStore::connect(url, opts, hub.clone())
             .await
