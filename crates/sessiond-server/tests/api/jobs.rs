@@ -899,6 +899,15 @@ async fn an_expired_lease_requeues_the_job_or_fails_it_on_the_last_attempt() {
     let l2 = lease(&c2);
     assert_ne!(l1, l2);
 
+    // The last attempt's lease ran out at about the same time: failed, with lease_expired. Wait
+    // for it first, so that the sweep cannot change the session between the two snapshots below.
+    let f = poll_until_not_running(&s, &last_id, Duration::from_secs(10)).await;
+    assert_eq!(f["status"], "failed", "{f}");
+    assert_eq!(f["error"]["code"], "lease_expired", "{f}");
+    assert_eq!(f["attempts"], 1);
+    assert!(f["finishedAt"].is_string());
+    assert!(f["leaseExpiresAt"].is_null());
+
     let before = snapshot(&s, &sid).await;
     complete(&s, &id, &l1, json!("late"))
         .await
@@ -919,13 +928,6 @@ async fn an_expired_lease_requeues_the_job_or_fails_it_on_the_last_attempt() {
     assert_eq!(done["attempts"], 2);
     assert_eq!(done["result"], "on time");
 
-    // The last attempt's lease ran out: failed, with lease_expired.
-    let f = poll_until_not_running(&s, &last_id, Duration::from_secs(10)).await;
-    assert_eq!(f["status"], "failed", "{f}");
-    assert_eq!(f["error"]["code"], "lease_expired", "{f}");
-    assert_eq!(f["attempts"], 1);
-    assert!(f["finishedAt"].is_string());
-    assert!(f["leaseExpiresAt"].is_null());
     complete(&s, &last_id, &lease(&cl), json!(1))
         .await
         .expect_error(409, "lease_lost");
