@@ -12,7 +12,6 @@ use sessiond_core::channel::Record;
 use sessiond_core::{SessionId, Timestamp};
 use sessiond_store::hub::Fetch;
 use sessiond_store::{Hub, Store};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// How often a live reader re-reads storage whatever the signals say.
@@ -45,103 +44,95 @@ pub struct Follow {
 }
 
 impl Follow {
-    /// Starts the follower; items arrive on the returned receiver, which ends when the stream is
-    /// over (closed, deleted, idle, server shutting down). Dropping the receiver stops it.
-    pub fn spawn(self) -> mpsc::Receiver<Item> {
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(self.run(tx));
-        rx
-    }
-
-    async fn run(self, tx: mpsc::Sender<Item>) {
-        let mut sub = self.hub.subscribe(self.session);
-        let mut cursor = self.after;
-        let mut last_record = tokio::time::Instant::now();
-        // The first pass and every safety poll read storage; signals try memory first.
-        let mut from_storage = true;
-        // One timer for the life of the follower: a sleep created per wake-up would cost a
-        // timer insertion and removal for every record delivered to every subscriber.
-        let mut safety_poll =
-            tokio::time::interval_at(tokio::time::Instant::now() + SAFETY_POLL, SAFETY_POLL);
-        safety_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let mut closed = false;
-            if !from_storage {
-                match sub.fetch(&self.channel, cursor) {
-                    Fetch::Records(records) => {
-                        if let Some(last) = records.last() {
+    /// The follower as a stream, polled by the connection that writes the response: no task of
+    /// its own and no channel between it and the writer, which matters when one append wakes a
+    /// thousand subscribers. It ends when the stream is over (closed, deleted, idle, server
+    /// shutting down); dropping it stops it.
+    pub fn stream(self) -> impl futures::Stream<Item = Item> + Send + 'static {
+        async_stream::stream! {
+            let mut sub = self.hub.subscribe(self.session);
+            let mut cursor = self.after;
+            let mut last_record = tokio::time::Instant::now();
+            // The first pass and every safety poll read storage; signals try memory first.
+            let mut from_storage = true;
+            // One timer for the life of the follower: a sleep created per wake-up would cost a
+            // timer insertion and removal for every record delivered to every subscriber.
+            let mut safety_poll =
+                tokio::time::interval_at(tokio::time::Instant::now() + SAFETY_POLL, SAFETY_POLL);
+            safety_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let mut closed = false;
+                if !from_storage {
+                    match sub.fetch(&self.channel, cursor) {
+                        Fetch::Records(records) => {
+                            if let Some(last) = records.last() {
+                                cursor = last.seq;
+                                last_record = tokio::time::Instant::now();
+                            }
+                            yield Item::Records(records);
+                        }
+                        Fetch::UpToDate => {}
+                        Fetch::Storage => from_storage = true,
+                    }
+                    closed = sub.current().closed;
+                }
+                if from_storage {
+                    loop {
+                        let changes = sub.changes();
+                        let page = match self
+                            .store
+                            .read_records(self.session, &self.channel, cursor, PAGE, Timestamp::now())
+                            .await
+                        {
+                            Ok(Some(p)) => p,
+                            Ok(None) => {
+                                yield Item::Deleted;
+                                return;
+                            }
+                            Err(e) => {
+                                // Keep the stream open through a store outage; retry shortly.
+                                tracing::warn!(error = %e, session = %self.session, "stream read failed; retrying");
+                                break;
+                            }
+                        };
+                        closed = page.session_closed;
+                        let full = page.records.len() == PAGE;
+                        if let Some(last) = page.records.last() {
                             cursor = last.seq;
                             last_record = tokio::time::Instant::now();
+                            yield Item::Records(page.records.into_iter().map(Arc::new).collect());
                         }
-                        if tx.send(Item::Records(records)).await.is_err() {
-                            return;
-                        }
-                    }
-                    Fetch::UpToDate => {}
-                    Fetch::Storage => from_storage = true,
-                }
-                closed = sub.current().closed;
-            }
-            if from_storage {
-                loop {
-                    let changes = sub.changes();
-                    let page = match self
-                        .store
-                        .read_records(self.session, &self.channel, cursor, PAGE, Timestamp::now())
-                        .await
-                    {
-                        Ok(Some(p)) => p,
-                        Ok(None) => {
-                            let _ = tx.send(Item::Deleted).await;
-                            return;
-                        }
-                        Err(e) => {
-                            // Keep the stream open through a store outage; retry shortly.
-                            tracing::warn!(error = %e, session = %self.session, "stream read failed; retrying");
+                        if !full {
+                            if cursor >= page.last_seq {
+                                sub.observe_head(&self.channel, page.last_seq, changes);
+                            }
                             break;
                         }
-                    };
-                    closed = page.session_closed;
-                    let full = page.records.len() == PAGE;
-                    if let Some(last) = page.records.last() {
-                        cursor = last.seq;
-                        last_record = tokio::time::Instant::now();
-                        let records = page.records.into_iter().map(Arc::new).collect();
-                        if tx.send(Item::Records(records)).await.is_err() {
-                            return;
-                        }
-                    }
-                    if !full {
-                        if cursor >= page.last_seq {
-                            sub.observe_head(&self.channel, page.last_seq, changes);
-                        }
-                        break;
                     }
                 }
-            }
-            if closed && self.end_on_close {
-                // Closing happens after the last append; make sure storage has been read since.
-                if !from_storage {
-                    from_storage = true;
-                    continue;
+                if closed && self.end_on_close {
+                    // Closing happens after the last append; make sure storage has been read since.
+                    if !from_storage {
+                        from_storage = true;
+                        continue;
+                    }
+                    yield Item::Closed;
+                    return;
                 }
-                let _ = tx.send(Item::Closed).await;
-                return;
-            }
-            let idle = async {
-                match self.idle_timeout {
-                    Some(t) => tokio::time::sleep_until(last_record + t).await,
-                    None => std::future::pending().await,
+                let idle = async {
+                    match self.idle_timeout {
+                        Some(t) => tokio::time::sleep_until(last_record + t).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    sig = sub.changed() => {
+                        from_storage = sig.deleted;
+                    }
+                    _ = safety_poll.tick() => from_storage = true,
+                    _ = idle => return,
+                    _ = self.shutdown.cancelled() => return,
                 }
-            };
-            tokio::select! {
-                sig = sub.changed() => {
-                    from_storage = sig.deleted;
-                }
-                _ = safety_poll.tick() => from_storage = true,
-                _ = idle => return,
-                _ = tx.closed() => return,
-                _ = self.shutdown.cancelled() => return,
             }
         }
     }

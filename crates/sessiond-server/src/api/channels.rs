@@ -16,7 +16,6 @@ use sessiond_core::ids::SessionRef;
 use sessiond_core::limits::*;
 use sessiond_core::session::Session;
 use sessiond_core::Error;
-use tokio_stream::wrappers::ReceiverStream;
 use utoipa::ToSchema;
 
 use crate::app::App;
@@ -360,7 +359,7 @@ pub async fn read(
             Start::After(n) => n,
             Start::Latest => channels.last_seq(s.id, &channel).await?,
         };
-        let rx = Follow {
+        let items = Follow {
             store: channels.store().clone(),
             hub: channels.hub().clone(),
             shutdown: channels.shutdown_token().clone(),
@@ -370,8 +369,8 @@ pub async fn read(
             end_on_close: true,
             idle_timeout: None,
         }
-        .spawn();
-        let frames = ReceiverStream::new(rx).map(sse_frames);
+        .stream();
+        let frames = items.map(sse_frames);
         let resp = sse_response(frames, SSE_HEARTBEAT);
         return Ok(resp);
     }

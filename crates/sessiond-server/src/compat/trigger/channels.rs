@@ -16,7 +16,6 @@ use serde_json::{json, Value};
 use sessiond_core::channel::{ChannelName, Record};
 use sessiond_core::limits::READ_LIMIT_MAX;
 use sessiond_core::Timestamp;
-use tokio::sync::mpsc;
 
 use super::auth::Who;
 use super::error::{TriggerError, TriggerResult, CLOSED_APPEND_MESSAGE, OUT_APPEND_MESSAGE};
@@ -232,9 +231,11 @@ fn ping() -> SseEvent {
 
 /// Records from the follower as batch events, a ping at once and then every [`PING_EVERY`];
 /// ends when the follower does (idle timeout, deletion, shutdown).
-fn events(rx: mpsc::Receiver<Item>) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+fn events(
+    items: impl Stream<Item = Item> + Send + 'static,
+) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     struct State {
-        rx: mpsc::Receiver<Item>,
+        items: std::pin::Pin<Box<dyn Stream<Item = Item> + Send>>,
         tick: tokio::time::Interval,
         count: u64,
         bytes: u64,
@@ -242,7 +243,7 @@ fn events(rx: mpsc::Receiver<Item>) -> impl Stream<Item = Result<SseEvent, Infal
     let mut tick = tokio::time::interval(PING_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state = State {
-        rx,
+        items: Box::pin(items),
         tick,
         count: 0,
         bytes: 0,
@@ -250,7 +251,7 @@ fn events(rx: mpsc::Receiver<Item>) -> impl Stream<Item = Result<SseEvent, Infal
     futures::stream::unfold(state, |mut st| async move {
         loop {
             tokio::select! {
-                item = st.rx.recv() => match item {
+                item = futures::StreamExt::next(&mut st.items) => match item {
                     Some(Item::Records(records)) => {
                         if let Some(ev) = batch_event(&records, &mut st.count, &mut st.bytes) {
                             return Some((Ok(ev), st));
@@ -304,7 +305,7 @@ pub async fn read(
             }
         }
     };
-    let rx = Follow {
+    let items = Follow {
         store: channels.store().clone(),
         hub: channels.hub().clone(),
         shutdown: channels.shutdown_token().clone(),
@@ -314,8 +315,8 @@ pub async fn read(
         end_on_close: false,
         idle_timeout: Some(idle),
     }
-    .spawn();
-    let mut resp = Sse::new(events(rx)).into_response();
+    .stream();
+    let mut resp = Sse::new(events(items)).into_response();
     let h = resp.headers_mut();
     h.insert("x-stream-version", HeaderValue::from_static("v2"));
     h.insert(
