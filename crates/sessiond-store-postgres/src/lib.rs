@@ -47,6 +47,9 @@ mod sessions;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+/// A pooled connection idle for this long is pinged before it is handed out.
+const IDLE_CHECK_AFTER: Duration = Duration::from_secs(5);
+
 /// The NOTIFY channel nodes share unless configured otherwise.
 pub const DEFAULT_CHANNEL: &str = "sessiond";
 
@@ -143,7 +146,10 @@ pub(crate) fn run_rule<R>(f: impl FnOnce() -> Result<R, Error>) -> Result<R, Sto
 pub(crate) type Tx = Transaction<'static, Postgres>;
 
 /// Commits on success, rolls back on failure.
-async fn finish<R>(tx: Tx, result: Result<R, StoreError>) -> Result<R, StoreError> {
+async fn finish<R>(
+    tx: Transaction<'_, Postgres>,
+    result: Result<R, StoreError>,
+) -> Result<R, StoreError> {
     match result {
         Ok(r) => {
             tx.commit().await.map_err(db_err)?;
@@ -183,6 +189,18 @@ async fn open_pool(
     PgPoolOptions::new()
         .max_connections(max.max(1))
         .acquire_timeout(acquire_timeout)
+        // The pool's own check pings every connection it hands out: one more round trip per
+        // request. A connection in use is known to be alive (sqlx also pings it when it comes
+        // back), so only one that sat idle for a while is checked first.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= IDLE_CHECK_AFTER {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_with(options)
         .await
         .map_err(|e| match db_err(e) {
@@ -392,9 +410,9 @@ impl Store for PgStore {
         session: Session,
         event: Event,
     ) -> Result<InsertSession, StoreError> {
-        let mut tx = self.begin().await?;
-        let r = sessions::insert(&mut tx, session, event).await;
-        finish(tx, r).await
+        // One statement, atomic on its own: no transaction round trips.
+        let mut c = self.conn().await?;
+        sessions::insert(&mut c, session, event).await
     }
 
     async fn get_session(
@@ -451,7 +469,13 @@ impl Store for PgStore {
         guard: SessionGuard,
         now: Timestamp,
     ) -> Result<Option<Appended>, StoreError> {
-        let mut tx = self.begin().await?;
+        let mut c = self.conn().await?;
+        if let Some(done) =
+            records::append_fresh(&mut c, account, session, channel, &records, &guard, now).await?
+        {
+            return Ok(done);
+        }
+        let mut tx = sqlx::Connection::begin(&mut *c).await.map_err(db_err)?;
         let r =
             records::append_guarded(&mut tx, account, session, channel, records, guard, now).await;
         finish(tx, r).await

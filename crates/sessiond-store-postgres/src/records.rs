@@ -12,7 +12,7 @@ use sessiond_core::{AccountId, SessionId, Timestamp};
 use sessiond_store::{Appended, RecordPage, SessionGuard, StoreError};
 use sqlx::{PgConnection, Row};
 
-use crate::sessions::{self, Lock};
+use crate::sessions;
 use crate::{db_err, internal, run_rule, sql_limit};
 
 /// Locks the channel row (creating it on first use) and returns its last seq. The lock
@@ -33,6 +33,24 @@ async fn lock_channel(
     if let Some(seq) = select().fetch_optional(&mut *conn).await.map_err(db_err)? {
         return Ok(seq);
     }
+    create_channel(conn, session, channel, now).await
+}
+
+/// Creates the channel row and returns its (locked) last seq, or locks the row a concurrent
+/// transaction created first.
+async fn create_channel(
+    conn: &mut PgConnection,
+    session: SessionId,
+    channel: &str,
+    now: Timestamp,
+) -> Result<i64, StoreError> {
+    let select = || {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT last_seq FROM channels WHERE session_id = $1 AND name = $2 FOR UPDATE",
+        )
+        .bind(session.0)
+        .bind(channel)
+    };
     // A row we insert is ours until commit; on conflict someone else created it meanwhile
     // (DO NOTHING waits for them to settle), and the second select locks theirs.
     let created = sqlx::query_scalar::<_, i64>(
@@ -84,7 +102,19 @@ pub async fn append(
     if records.is_empty() {
         return Ok((Vec::new(), last_seq(conn, session, channel).await?));
     }
-    let mut seq = lock_channel(conn, session, channel, now).await?;
+    let seq = lock_channel(conn, session, channel, now).await?;
+    append_locked(conn, session, channel, records, now, seq).await
+}
+
+/// [`append`] once the channel row is locked and its last seq is `seq`.
+async fn append_locked(
+    conn: &mut PgConnection,
+    session: SessionId,
+    channel: &str,
+    records: &[NewRecord],
+    now: Timestamp,
+    mut seq: i64,
+) -> Result<(Vec<AppendResult>, i64), StoreError> {
     let mut existing: HashMap<String, i64> = HashMap::new();
     // Nothing before this batch can hold an id if the channel was empty.
     let ids: Vec<&str> = records
@@ -182,6 +212,88 @@ pub async fn append_events(
         .map(|_| ())
 }
 
+/// The append of records whose ids the server generated (so none can be a duplicate) in two
+/// round trips and no explicit transaction: an unlocked read of the session for the guard, then
+/// one statement that locks the session (`FOR SHARE`), checks it is still the row the guard saw,
+/// moves the channel head and writes the records. `Ok(None)` when that did not apply (the
+/// session changed meanwhile, or the channel does not exist yet): nothing was written, and the
+/// caller takes the locking path ([`append_guarded`]), as it does for any batch with a
+/// client-chosen id. Must run outside a transaction: the statement commits on its own.
+pub async fn append_fresh(
+    conn: &mut PgConnection,
+    account: AccountId,
+    r: &SessionRef,
+    channel: &str,
+    records: &[NewRecord],
+    guard: &SessionGuard,
+    now: Timestamp,
+) -> Result<Option<Option<Appended>>, StoreError> {
+    if records.is_empty() || records.iter().any(|r| !r.fresh) {
+        return Ok(None);
+    }
+    let Some(session) = sessions::get(conn, account, r, false, sessions::Lock::None).await? else {
+        return Ok(Some(None));
+    };
+    run_rule(|| guard(&session))?;
+    let n = records.len() as i64;
+    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
+    let datas: Vec<&str> = records.iter().map(|r| r.data.as_str()).collect();
+    let headers: Vec<&str> = records.iter().map(|r| r.headers.as_str()).collect();
+    // The session subquery runs first (an InitPlan), so the session is locked before the
+    // channel row, as on every other write path.
+    let head: Option<i64> = sqlx::query_scalar(
+        "WITH c AS (
+            UPDATE channels SET last_seq = last_seq + $4, record_count = record_count + $4,
+                updated_at = $5
+            WHERE name = $2 AND session_id = (
+                SELECT id FROM sessions
+                WHERE id = $1 AND version = $3 AND updated_at = $9
+                  AND closed_at IS NOT DISTINCT FROM $10 AND expires_at IS NOT DISTINCT FROM $11
+                FOR SHARE
+            )
+            RETURNING last_seq
+         ), ins AS (
+            INSERT INTO records (session_id, channel, seq, record_id, data, headers, created_at)
+            SELECT $1, $2, c.last_seq - $4 + u.ord, u.id, u.data, u.headers, $5
+            FROM c, unnest($6::text[], $7::text[], $8::text[]) WITH ORDINALITY
+                AS u(id, data, headers, ord)
+         )
+         SELECT last_seq FROM c",
+    )
+    .bind(session.id.0)
+    .bind(channel)
+    .bind(session.version)
+    .bind(n)
+    .bind(now.millis())
+    .bind(&ids)
+    .bind(&datas)
+    .bind(&headers)
+    .bind(session.updated_at.millis())
+    .bind(session.closed_at.map(|t| t.millis()))
+    .bind(session.expires_at.map(|t| t.millis()))
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(db_err)?;
+    let Some(last_seq) = head else {
+        return Ok(None);
+    };
+    let first = last_seq - n + 1;
+    let results = records
+        .iter()
+        .zip(first..)
+        .map(|(r, seq)| AppendResult {
+            id: r.id.clone(),
+            seq,
+            duplicate: false,
+        })
+        .collect();
+    Ok(Some(Some(Appended {
+        session_id: session.id,
+        results,
+        last_seq,
+    })))
+}
+
 pub async fn append_guarded(
     conn: &mut PgConnection,
     account: AccountId,
@@ -193,11 +305,20 @@ pub async fn append_guarded(
 ) -> Result<Option<Appended>, StoreError> {
     // A shared lock: appends to the session run side by side, but a close (or any other
     // session write) waits for them, so what the guard accepted holds until commit.
-    let Some(session) = sessions::get(conn, account, r, false, Lock::Share).await? else {
+    // The channel row is locked in the same round trip; a rejected append simply rolls back.
+    let Some((session, head)) = sessions::get_for_append(conn, account, r, channel).await? else {
         return Ok(None);
     };
     run_rule(|| guard(&session))?;
-    let (results, last_seq) = append(conn, session.id, channel, &records, now).await?;
+    let (results, last_seq) = if records.is_empty() {
+        (Vec::new(), head.unwrap_or(0))
+    } else {
+        let seq = match head {
+            Some(seq) => seq,
+            None => create_channel(conn, session.id, channel, now).await?,
+        };
+        append_locked(conn, session.id, channel, &records, now, seq).await?
+    };
     Ok(Some(Appended {
         session_id: session.id,
         results,

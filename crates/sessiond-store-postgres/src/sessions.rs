@@ -1,5 +1,6 @@
 use serde_json::{Map, Value};
-use sessiond_core::event::Event;
+use sessiond_core::channel::NewRecord;
+use sessiond_core::event::{Event, EVENTS_CHANNEL};
 use sessiond_core::ids::SessionRef;
 use sessiond_core::session::{Session, SessionQuery, SessionStatus};
 use sessiond_core::{AccountId, SessionId, Timestamp};
@@ -108,6 +109,46 @@ pub async fn get(
     row.as_ref().map(session_row).transpose()
 }
 
+/// A session (without its data) locked `FOR SHARE`, and the last seq of its `channel` locked
+/// `FOR UPDATE` (`None` when the channel does not exist yet), in one round trip. The session
+/// row is locked first, as every other writer does, so the two locks cannot deadlock.
+pub async fn get_for_append(
+    conn: &mut PgConnection,
+    account: AccountId,
+    r: &SessionRef,
+    channel: &str,
+) -> Result<Option<(Session, Option<i64>)>, StoreError> {
+    let filter = match r {
+        SessionRef::Id(_) => "id = $1 AND account_id = $2",
+        SessionRef::External(_) => "external_id = $1 AND account_id = $2",
+    };
+    // MATERIALIZED keeps the session's lock in the CTE, taken before the lateral join reads
+    // (and locks) the channel row.
+    let q = sqlx::query(AssertSqlSafe(format!(
+        "WITH s AS MATERIALIZED (
+            SELECT {COLUMNS_NO_DATA} FROM sessions WHERE {filter} FOR SHARE
+         )
+         SELECT s.*, c.last_seq FROM s LEFT JOIN LATERAL (
+            SELECT last_seq FROM channels WHERE session_id = s.id AND name = $3 FOR UPDATE
+         ) c ON true"
+    )));
+    let q = match r {
+        SessionRef::Id(id) => q.bind(id.0),
+        SessionRef::External(e) => q.bind(e.as_str()),
+    };
+    let row = q
+        .bind(account.0)
+        .bind(channel)
+        .fetch_optional(conn)
+        .await
+        .map_err(db_err)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let head: Option<i64> = row.try_get(14).map_err(db_err)?;
+    Ok(Some((session_row(&row)?, head)))
+}
+
 /// The account that owns the session with this id.
 pub async fn owner(
     conn: &mut PgConnection,
@@ -142,19 +183,44 @@ pub async fn get_by_id(
     row.as_ref().map(session_row).transpose()
 }
 
+/// Inserts a session with its first events in one statement: the session row, its `events`
+/// channel and the event records. A single statement is atomic by itself, so a create needs no
+/// BEGIN/COMMIT round trips (the foreign keys are checked at the end of the statement).
 pub async fn insert(
     conn: &mut PgConnection,
     session: Session,
     event: Event,
 ) -> Result<InsertSession, StoreError> {
     let (metadata, data) = json_columns(&session)?;
+    let events: Vec<NewRecord> = [&event]
+        .into_iter()
+        .filter(|e| e.is_recorded())
+        .map(|e| NewRecord::generated(e.to_record_data(&session).to_string()))
+        .collect();
+    let seqs: Vec<i64> = (1..).take(events.len()).collect();
+    let ids: Vec<&str> = events.iter().map(|r| r.id.as_str()).collect();
+    let datas: Vec<&str> = events.iter().map(|r| r.data.as_str()).collect();
+    let headers: Vec<&str> = events.iter().map(|r| r.headers.as_str()).collect();
     // ON CONFLICT DO NOTHING covers both the id and the (account, externalId) uniqueness, and
-    // waits for a concurrent insert of the same key to settle instead of failing.
-    let inserted = sqlx::query(
-        "INSERT INTO sessions (id, account_id, external_id, type, title, tags, metadata, data,
-            closed_at, closed_reason, expires_at, created_at, updated_at, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8::json, $9, $10, $11, $12, $13, $14)
-         ON CONFLICT DO NOTHING",
+    // waits for a concurrent insert of the same key to settle instead of failing; a session not
+    // inserted writes no channel and no records.
+    let inserted: i64 = sqlx::query_scalar(
+        "WITH s AS (
+            INSERT INTO sessions (id, account_id, external_id, type, title, tags, metadata, data,
+                closed_at, closed_reason, expires_at, created_at, updated_at, version)
+            VALUES ($1, $2, $3, $4, $5, $6, $7::json, $8::json, $9, $10, $11, $12, $13, $14)
+            ON CONFLICT DO NOTHING
+            RETURNING id
+         ), c AS (
+            INSERT INTO channels (session_id, name, last_seq, record_count, updated_at)
+            SELECT id, $15, $16, $16, $12 FROM s WHERE $16 > 0
+         ), r AS (
+            INSERT INTO records (session_id, channel, seq, record_id, data, headers, created_at)
+            SELECT s.id, $15, u.seq, u.id, u.data, u.headers, $12
+            FROM s, unnest($17::bigint[], $18::text[], $19::text[], $20::text[])
+                AS u(seq, id, data, headers)
+         )
+         SELECT count(*) FROM s",
     )
     .bind(session.id.0)
     .bind(session.account_id.0)
@@ -170,12 +236,16 @@ pub async fn insert(
     .bind(session.created_at.millis())
     .bind(session.updated_at.millis())
     .bind(session.version)
-    .execute(&mut *conn)
+    .bind(EVENTS_CHANNEL)
+    .bind(seqs.len() as i64)
+    .bind(&seqs)
+    .bind(&ids)
+    .bind(&datas)
+    .bind(&headers)
+    .fetch_one(&mut *conn)
     .await
-    .map_err(db_err)?
-    .rows_affected()
-        > 0;
-    if !inserted {
+    .map_err(db_err)?;
+    if inserted == 0 {
         // The externalId conflict wins over the id one, as in the SQLite backend.
         if let Some(ext) = &session.external_id {
             let existing = get(
@@ -192,7 +262,6 @@ pub async fn insert(
         }
         return Ok(InsertSession::IdTaken);
     }
-    records::append_events(conn, &session, &[event], session.created_at).await?;
     Ok(InsertSession::Inserted(session))
 }
 

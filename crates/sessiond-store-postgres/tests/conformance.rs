@@ -141,6 +141,88 @@ async fn finish(stores: &[&PgStore], base: &str, url: &str) {
     drop_database(base, url).await.unwrap();
 }
 
+/// The append of server-generated ids checks the session without a lock, then writes in one
+/// statement. A close that commits in between must win: the append is turned away, not
+/// written after the close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_whose_session_closes_after_its_check_is_turned_away() {
+    let Some(base) = test_database_url() else {
+        return;
+    };
+    let store = Arc::new(
+        fresh_store(&base, PgOptions::default(), Hub::new())
+            .await
+            .unwrap(),
+    );
+    let acc = account(&store).await;
+    let s = session(&store, acc).await;
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let checks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let guard = {
+        let store = store.clone();
+        let (first, checks) = (first.clone(), checks.clone());
+        move |seen: &Session| {
+            checks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let verdict = seen.ensure_active(Timestamp::now());
+            if first.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                // The session is closed (and committed) after the check passed.
+                tokio::task::block_in_place(|| {
+                    tokio::runtime::Handle::current().block_on(async {
+                        store
+                            .update_session(
+                                acc,
+                                &SessionRef::Id(seen.id),
+                                Box::new(|s: &mut Session| {
+                                    Ok(s.close(None, Timestamp::now()).into_iter().collect())
+                                }),
+                            )
+                            .await
+                            .unwrap();
+                    })
+                });
+            }
+            verdict
+        }
+    };
+    // The channel exists, so the append takes the statement path.
+    store
+        .append_records(
+            acc,
+            &SessionRef::Id(s.id),
+            "in",
+            vec![NewRecord::generated("0".into())],
+            Box::new(|_| Ok(())),
+            Timestamp::now(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let err = store
+        .append_records(
+            acc,
+            &SessionRef::Id(s.id),
+            "in",
+            vec![NewRecord::generated("1".into())],
+            Box::new(guard),
+            Timestamp::now(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Rejected(ref e) if e.code == "session_closed"),
+        "{err:?}"
+    );
+    assert_eq!(checks.load(std::sync::atomic::Ordering::SeqCst), 2);
+    let page = store
+        .read_records(s.id, "in", 0, 10, Timestamp::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((page.last_seq, page.records.len()), (1, 1));
+    assert!(page.session_closed);
+    store.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_on_node_a_wakes_a_reader_on_node_b() {
     let Some((base, url)) = cluster_db().await else {

@@ -53,8 +53,10 @@ impl From<StoreError> for Error {
 /// means "nothing changed" and the backend writes nothing.
 pub type SessionUpdate = Box<dyn FnOnce(&mut Session) -> Result<Vec<Event>, Error> + Send>;
 
-/// A check on the session, run while the backend holds it, before records are appended.
-pub type SessionGuard = Box<dyn FnOnce(&Session) -> Result<(), Error> + Send>;
+/// A check on the session before records are appended. The append commits only if the session
+/// is still as the guard saw it; a backend may run the guard more than once (e.g. on an
+/// optimistic path that found the session changed, then again under a lock).
+pub type SessionGuard = Box<dyn Fn(&Session) -> Result<(), Error> + Send + Sync>;
 
 /// The outcome of an append: one result per input record, in input order.
 #[derive(Debug, Clone, PartialEq)]

@@ -45,6 +45,7 @@ macro_rules! conformance_tests {
             records_append_dedupe_and_read,
             records_guard_and_missing_session,
             records_concurrent_appends_are_gapless,
+            records_server_generated_ids_append_guarded_and_gapless,
             jobs_create_with_and_without_reuse,
             jobs_claim_hands_each_job_to_exactly_one_claimer,
             jobs_claim_takes_the_oldest_across_types,
@@ -782,6 +783,142 @@ pub async fn records_concurrent_appends_are_gapless(store: Arc<dyn Store>) {
     for pair in page.records.chunks(2) {
         assert_eq!(format!("{}-b", pair[0].id), pair[1].id);
     }
+}
+
+/// Records whose ids the server generated (`fresh`) may take a backend's faster path; it must
+/// keep every rule of the regular one.
+pub async fn records_server_generated_ids_append_guarded_and_gapless(store: Arc<dyn Store>) {
+    let acc = account(&store).await;
+    let s = insert(
+        &store,
+        new_session(acc, Some("fresh-ext"), Timestamp::now()),
+    )
+    .await;
+    let shared = store.clone();
+    let append = move |r: SessionRef, data: Vec<&str>, guard: crate::SessionGuard| {
+        let store = shared.clone();
+        let records: Vec<NewRecord> = data
+            .into_iter()
+            .map(|d| NewRecord::generated(d.to_owned()))
+            .collect();
+        async move {
+            store
+                .append_records(acc, &r, "in", records, guard, Timestamp::now())
+                .await
+        }
+    };
+    let seqs = |a: &crate::Appended| a.results.iter().map(|r| r.seq).collect::<Vec<_>>();
+    // The first append creates the channel, the next ones find it; by id or by externalId.
+    let first = append(SessionRef::Id(s.id), vec!["1", "2"], Box::new(|_| Ok(())))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((seqs(&first), first.last_seq), (vec![1, 2], 2));
+    let second = append(
+        SessionRef::External("fresh-ext".into()),
+        vec!["3"],
+        Box::new(|_| Ok(())),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!((seqs(&second), second.last_seq), (vec![3], 3));
+    assert!(second.results.iter().all(|r| !r.duplicate));
+
+    // A rejecting guard, another account's session, an unknown one: nothing appended.
+    let err = append(
+        SessionRef::Id(s.id),
+        vec!["x"],
+        Box::new(|_| Err(Error::conflict(codes::SESSION_CLOSED, "no"))),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Rejected(ref e) if e.code == codes::SESSION_CLOSED));
+    let other = account(&store).await;
+    assert!(store
+        .append_records(
+            other,
+            &SessionRef::Id(s.id),
+            "in",
+            vec![NewRecord::generated("1".into())],
+            Box::new(|_| Ok(())),
+            Timestamp::now(),
+        )
+        .await
+        .unwrap()
+        .is_none());
+    assert!(append(
+        SessionRef::Id(SessionId::random()),
+        vec!["1"],
+        Box::new(|_| Ok(()))
+    )
+    .await
+    .unwrap()
+    .is_none());
+
+    // Concurrent batches: gapless, atomic, and each acknowledged seq holds what was sent.
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let append = append.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..25 {
+                let a = format!("\"{w}-{i}-a\"");
+                let b = format!("\"{w}-{i}-b\"");
+                let out = append(SessionRef::Id(s.id), vec![&a, &b], Box::new(|_| Ok(())))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(out.results[1].seq, out.results[0].seq + 1);
+                acked.push((out.results[0].seq, a));
+                acked.push((out.results[1].seq, b));
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    acked.sort();
+    let page = store
+        .read_records(s.id, "in", 3, 1000, Timestamp::now())
+        .await
+        .unwrap()
+        .unwrap();
+    let stored: Vec<(i64, String)> = page
+        .records
+        .iter()
+        .map(|r| (r.seq, r.data.get().to_owned()))
+        .collect();
+    assert_eq!(stored, acked);
+    assert_eq!(
+        stored.iter().map(|r| r.0).collect::<Vec<_>>(),
+        (4..=403).collect::<Vec<_>>()
+    );
+    assert_eq!(page.last_seq, 403);
+
+    // After a close, the session's own rule turns appends away.
+    store
+        .update_session(
+            acc,
+            &SessionRef::Id(s.id),
+            Box::new(|s: &mut Session| Ok(s.close(None, Timestamp::now()).into_iter().collect())),
+        )
+        .await
+        .unwrap();
+    let now = Timestamp::now();
+    let err = append(
+        SessionRef::Id(s.id),
+        vec!["1"],
+        Box::new(move |s: &Session| s.ensure_active(now)),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Rejected(ref e) if e.code == codes::SESSION_CLOSED));
+    let channels = store.list_channels(s.id).await.unwrap();
+    let input = channels.iter().find(|c| c.name == "in").unwrap();
+    assert_eq!((input.last_seq, input.record_count), (403, 403));
 }
 
 // ---------------------------------------------------------------------------------------------
