@@ -56,9 +56,14 @@ impl Follow {
             // The first pass and every safety poll read storage; signals try memory first.
             let mut from_storage = true;
             // One timer for the life of the follower: a sleep created per wake-up would cost a
-            // timer insertion and removal for every record delivered to every subscriber.
-            let mut safety_poll =
-                tokio::time::interval_at(tokio::time::Instant::now() + SAFETY_POLL, SAFETY_POLL);
+            // timer insertion and removal for every record delivered to every subscriber. Its
+            // phase is random, so that subscribers that connected together (after a restart,
+            // say) do not all read storage in the same instant every period.
+            let phase = SAFETY_POLL.mul_f64(rand::random::<f64>());
+            let mut safety_poll = tokio::time::interval_at(
+                tokio::time::Instant::now() + SAFETY_POLL + phase,
+                SAFETY_POLL,
+            );
             safety_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let mut closed = false;
@@ -97,15 +102,21 @@ impl Follow {
                         };
                         closed = page.session_closed;
                         let full = page.records.len() == PAGE;
-                        if let Some(last) = page.records.last() {
+                        let records: Vec<Arc<Record>> =
+                            page.records.into_iter().map(Arc::new).collect();
+                        if let Some(last) = records.last() {
                             cursor = last.seq;
                             last_record = tokio::time::Instant::now();
-                            yield Item::Records(page.records.into_iter().map(Arc::new).collect());
+                        }
+                        if !full && cursor >= page.last_seq {
+                            // What this reader read may be news to the hub; other readers of
+                            // the channel then take it from memory.
+                            sub.observe_records(&self.channel, page.last_seq, changes, &records);
+                        }
+                        if !records.is_empty() {
+                            yield Item::Records(records);
                         }
                         if !full {
-                            if cursor >= page.last_seq {
-                                sub.observe_head(&self.channel, page.last_seq, changes);
-                            }
                             break;
                         }
                     }

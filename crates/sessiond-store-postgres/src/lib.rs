@@ -258,6 +258,7 @@ impl PgStore {
             )),
             tokio::spawn(notify::listener_task(
                 hub,
+                pool.clone(),
                 listen_pool.clone(),
                 opts.channel,
                 node.clone(),

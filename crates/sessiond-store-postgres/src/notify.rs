@@ -11,11 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sessiond_core::SessionId;
+use sessiond_core::{SessionId, Timestamp};
 use sessiond_store::{Hub, Notifier, Remote};
 use sqlx::postgres::{PgListener, PgNotification};
 use sqlx::PgPool;
 use tokio::sync::{watch, Notify};
+
+use crate::{db_err, records};
 
 /// Payloads stay below PostgreSQL's 8000-byte NOTIFY limit with room to spare.
 const MAX_PAYLOAD: usize = 7000;
@@ -313,15 +315,68 @@ pub(crate) async fn listen(pool: &PgPool, channel: &str) -> Result<PgListener, s
     Ok(listener)
 }
 
-fn apply(hub: &Hub, node: &str, n: &PgNotification) {
+/// Another node's records are read once per channel here, for every local reader, when this
+/// node is at most this many records behind; a longer gap is left to the readers' own paging.
+const FILL_MAX: i64 = 256;
+
+fn apply(hub: &Arc<Hub>, data: &PgPool, node: &str, n: &PgNotification) {
     let Some(items) = decode(node, n.payload()) else {
         return;
     };
     for item in items {
         match item {
+            Incoming::Signal(Remote::Appended {
+                session,
+                channel,
+                last_seq,
+            }) => match hub.remote_gap(session, &channel, last_seq, FILL_MAX) {
+                Some(head) => {
+                    tokio::spawn(fill(
+                        hub.clone(),
+                        data.clone(),
+                        session,
+                        channel,
+                        head,
+                        last_seq,
+                    ));
+                }
+                None => hub.apply_remote(Remote::Appended {
+                    session,
+                    channel,
+                    last_seq,
+                }),
+            },
             Incoming::Signal(s) => hub.apply_remote(s),
             Incoming::WakeAll => hub.wake_all(),
         }
+    }
+}
+
+/// Reads another node's records after `head` and hands them to the hub's readers; if that
+/// fails, the readers are sent to storage as for any other remote append.
+async fn fill(
+    hub: Arc<Hub>,
+    pool: PgPool,
+    session: SessionId,
+    channel: String,
+    head: i64,
+    last_seq: i64,
+) {
+    let read = async {
+        let mut c = pool.acquire().await.map_err(db_err)?;
+        let limit = usize::try_from(FILL_MAX).unwrap_or(1);
+        records::read(&mut c, session, &channel, head, limit, Timestamp::now()).await
+    };
+    match read.await {
+        Ok(Some(page)) if !page.records.is_empty() => {
+            let records = page.records.into_iter().map(Arc::new).collect();
+            hub.remote_records(session, &channel, records);
+        }
+        _ => hub.apply_remote(Remote::Appended {
+            session,
+            channel,
+            last_seq,
+        }),
     }
 }
 
@@ -330,6 +385,7 @@ fn apply(hub: &Hub, node: &str, n: &PgNotification) {
 /// reader re-reads from its cursor.
 pub(crate) async fn listener_task(
     hub: Arc<Hub>,
+    data: PgPool,
     pool: PgPool,
     channel: String,
     node: String,
@@ -365,7 +421,7 @@ pub(crate) async fn listener_task(
             tokio::select! {
                 _ = stop.changed() => return,
                 got = l.try_recv() => match got {
-                    Ok(Some(n)) => apply(&hub, &node, &n),
+                    Ok(Some(n)) => apply(&hub, &data, &node, &n),
                     Ok(None) => {
                         tracing::warn!("LISTEN connection lost");
                         break;

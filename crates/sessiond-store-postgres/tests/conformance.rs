@@ -223,6 +223,57 @@ async fn an_append_whose_session_closes_after_its_check_is_turned_away() {
     store.shutdown().await;
 }
 
+/// Readers on node B that are up to date get node A's records from memory: node B reads them
+/// from storage once, for all of its readers, instead of each reader reading them itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_b_reads_node_a_records_once_for_all_its_readers() {
+    let Some((base, url)) = cluster_db().await else {
+        return;
+    };
+    let (a, hub_a) = node(&url).await;
+    let (b, hub_b) = node(&url).await;
+    let acc = account(&a).await;
+    let s = session(&a, acc).await;
+    let mut readers: Vec<_> = (0..3).map(|_| hub_b.subscribe(s.id)).collect();
+    // The readers have read storage up to the (empty) head, as a live stream does first.
+    let changes = readers[0].changes();
+    readers[0].observe_head("in", 0, changes);
+    for i in 1..=3 {
+        append(
+            &a,
+            &hub_a,
+            acc,
+            s.id,
+            &format!("r{i}"),
+            &format!("{{\"i\":{i}}}"),
+        )
+        .await;
+        for r in &mut readers {
+            tokio::time::timeout(Duration::from_secs(5), r.changed())
+                .await
+                .expect("node B's readers are woken");
+        }
+        // Memory holds the new record once B has read it, so no reader goes to storage.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match readers[0].fetch("in", i - 1) {
+                sessiond_store::hub::Fetch::Records(got) => {
+                    assert_eq!(got.len(), 1);
+                    assert_eq!(got[0].seq, i);
+                    assert_eq!(got[0].data.get(), format!("{{\"i\":{i}}}"));
+                    break;
+                }
+                other => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    let woken = tokio::time::timeout(left, readers[0].changed()).await;
+                    assert!(woken.is_ok(), "record {i} is not in memory: {other:?}");
+                }
+            }
+        }
+    }
+    finish(&[&a, &b], &base, &url).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_on_node_a_wakes_a_reader_on_node_b() {
     let Some((base, url)) = cluster_db().await else {

@@ -210,6 +210,19 @@ impl Subscription {
     /// Records what storage said the channel's head is, unless a signal arrived since
     /// `changes_before` (then the head may already be stale and stays unknown).
     pub fn observe_head(&self, channel: &str, last_seq: i64, changes_before: u64) {
+        self.observe_records(channel, last_seq, changes_before, &[]);
+    }
+
+    /// [`Subscription::observe_head`] with the records the reader just read from storage (in
+    /// seq order, ending at `last_seq`): when they continue the tail, the tail keeps them, so
+    /// the session's other readers still find the new head's records in memory.
+    pub fn observe_records(
+        &self,
+        channel: &str,
+        last_seq: i64,
+        changes_before: u64,
+        read: &[Arc<Record>],
+    ) {
         let mut tails = self.topic.tails.lock().unwrap_or_else(|p| p.into_inner());
         // Publishers signal while holding this lock, so this comparison cannot race them.
         if self.topic.tx.borrow().changes != changes_before {
@@ -220,7 +233,19 @@ impl Subscription {
             return;
         }
         // The ring must end at the head; records it lacks are in storage only.
-        if tail.ring.back().is_some_and(|r| r.seq != last_seq) {
+        let next = tail.ring.back().map(|r| r.seq + 1);
+        let fresh: Vec<&Arc<Record>> = read
+            .iter()
+            .filter(|r| next.is_none_or(|n| r.seq >= n))
+            .collect();
+        let continues = fresh.last().is_some_and(|l| l.seq == last_seq)
+            && next.is_none_or(|n| fresh.first().is_some_and(|f| f.seq == n))
+            && fresh.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+        if continues {
+            for r in fresh {
+                tail.push(r.clone());
+            }
+        } else if tail.ring.back().is_some_and(|r| r.seq != last_seq) {
             tail.ring.clear();
             tail.bytes = 0;
         }
@@ -313,6 +338,50 @@ impl Hub {
             Remote::Deleted { session } => self.local_deleted(session),
             Remote::JobQueued => self.jobs.notify_waiters(),
         }
+    }
+
+    /// For another node's append up to `last_seq`: the head this node knows of `channel`, when
+    /// the channel has live readers here and is behind by at most `max` records. The records in
+    /// between can then be read from storage once, for all of those readers, and handed over
+    /// with [`Hub::remote_records`] (instead of [`Hub::apply_remote`], which sends every reader
+    /// to storage).
+    pub fn remote_gap(
+        &self,
+        session: SessionId,
+        channel: &str,
+        last_seq: i64,
+        max: i64,
+    ) -> Option<i64> {
+        let topic = self.topic(session)?;
+        let tails = topic.tails.lock().unwrap_or_else(|p| p.into_inner());
+        let head = tails.get(channel)?.head?;
+        (last_seq > head && last_seq - head <= max).then_some(head)
+    }
+
+    /// Records another node committed, read from storage on this node's readers' behalf (see
+    /// [`Hub::remote_gap`]), in seq order. They extend the channel's tail when they follow on
+    /// from its head (records it already holds are skipped); anything else sends the readers
+    /// to storage. Readers are signalled either way.
+    pub fn remote_records(&self, session: SessionId, channel: &str, records: Vec<Arc<Record>>) {
+        self.signal(session, |tails, _| {
+            let Some(tail) = tails.get_mut(channel) else {
+                return;
+            };
+            let Some(head) = tail.head else {
+                return;
+            };
+            let fresh: Vec<Arc<Record>> = records.into_iter().filter(|r| r.seq > head).collect();
+            let Some(first) = fresh.first() else {
+                return;
+            };
+            let contiguous =
+                first.seq == head + 1 && fresh.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+            if contiguous {
+                tail.extend(fresh);
+            } else {
+                tail.forget();
+            }
+        });
     }
 
     fn topic(&self, session: SessionId) -> Option<Arc<Topic>> {
@@ -510,6 +579,60 @@ mod tests {
         assert_eq!(hub.session_count(), 0);
         hub.changed(s);
         assert_eq!(hub.session_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn records_read_for_another_nodes_append_extend_the_tail() {
+        let hub = Hub::new();
+        let s = SessionId::random();
+        let mut sub = hub.subscribe(s);
+        // No reader has seen the head yet: nothing to fill, readers go to storage.
+        assert_eq!(hub.remote_gap(s, "in", 3, 256), None);
+        let c = sub.changes();
+        sub.observe_head("in", 2, c);
+        assert_eq!(hub.remote_gap(s, "in", 2, 256), None, "not behind");
+        assert_eq!(hub.remote_gap(s, "in", 300, 256), None, "too far behind");
+        assert_eq!(hub.remote_gap(s, "other", 5, 256), None, "no readers");
+        assert_eq!(hub.remote_gap(s, "in", 5, 256), Some(2));
+
+        // What storage returned after head 2, possibly overlapping what the tail has.
+        hub.remote_records(s, "in", (1..=5).map(rec).collect());
+        assert_eq!(sub.changed().await.changes, 1);
+        assert_eq!(seqs(sub.fetch("in", 2)), Some(vec![3, 4, 5]));
+        assert_eq!(hub.remote_gap(s, "in", 5, 256), None);
+        // Already held: nothing changes.
+        hub.remote_records(s, "in", vec![rec(4), rec(5)]);
+        assert_eq!(seqs(sub.fetch("in", 3)), Some(vec![4, 5]));
+        // Local appends after them follow on.
+        hub.appended(s, "in", vec![rec(6)], 6);
+        assert_eq!(seqs(sub.fetch("in", 5)), Some(vec![6]));
+        // A gap is never papered over: readers go to storage.
+        hub.remote_records(s, "in", vec![rec(8), rec(9)]);
+        assert!(matches!(sub.fetch("in", 6), Fetch::Storage));
+    }
+
+    #[tokio::test]
+    async fn records_a_reader_read_from_storage_stay_in_memory_for_the_others() {
+        let hub = Hub::new();
+        let s = SessionId::random();
+        let a = hub.subscribe(s);
+        let b = hub.subscribe(s);
+        a.observe_records("in", 2, a.changes(), &[rec(1), rec(2)]);
+        assert_eq!(seqs(b.fetch("in", 0)), Some(vec![1, 2]));
+        // A later read that continues the ring (overlap allowed) extends it.
+        a.observe_records("in", 4, a.changes(), &[rec(2), rec(3), rec(4)]);
+        assert_eq!(seqs(b.fetch("in", 2)), Some(vec![3, 4]));
+        // One that does not reach the head, or leaves a hole, only moves the head.
+        a.observe_records("in", 7, a.changes(), &[rec(6), rec(7)]);
+        assert!(matches!(b.fetch("in", 4), Fetch::Storage));
+        assert!(matches!(b.fetch("in", 7), Fetch::UpToDate));
+        a.observe_records("in", 9, a.changes(), &[rec(8)]);
+        assert!(matches!(b.fetch("in", 8), Fetch::Storage));
+        // A signal since the read started: the read may be stale, so nothing is learnt.
+        let before = a.changes();
+        hub.changed(s);
+        a.observe_records("in", 12, before, &[rec(10), rec(11), rec(12)]);
+        assert!(matches!(b.fetch("in", 9), Fetch::Storage));
     }
 
     #[derive(Default)]
