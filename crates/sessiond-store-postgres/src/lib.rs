@@ -1,7 +1,9 @@
 //! The PostgreSQL backend: the distributed engine behind several stateless sessiond nodes.
 //!
-//! Every [`Store`] method is one transaction on a connection from a pool. Rows a rule decides
-//! on are locked (`SELECT … FOR UPDATE`) before the rule's closure runs; appends lock their
+//! Every [`Store`] method is one transaction (or one self-committing statement) on a connection
+//! from a pool. Rows a rule decides on are locked (`SELECT … FOR UPDATE`) before the rule's
+//! closure runs; the one exception, appends of server-generated ids, runs the guard on an
+//! unlocked read and writes only if the locked row is still the one it saw. Appends lock their
 //! channel row, which serialises seq assignment per channel; claims use `FOR UPDATE SKIP
 //! LOCKED`, so each queued job goes to exactly one claimer across nodes.
 //!
