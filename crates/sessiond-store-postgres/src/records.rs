@@ -15,6 +15,22 @@ use sqlx::{PgConnection, Row};
 use crate::sessions;
 use crate::{db_err, internal, run_rule, sql_limit};
 
+/// The channel's last seq, its row locked until the transaction ends (`None`: no such channel).
+async fn select_locked(
+    conn: &mut PgConnection,
+    session: SessionId,
+    channel: &str,
+) -> Result<Option<i64>, StoreError> {
+    sqlx::query_scalar::<_, i64>(
+        "SELECT last_seq FROM channels WHERE session_id = $1 AND name = $2 FOR UPDATE",
+    )
+    .bind(session.0)
+    .bind(channel)
+    .fetch_optional(conn)
+    .await
+    .map_err(db_err)
+}
+
 /// Locks the channel row (creating it on first use) and returns its last seq. The lock
 /// serialises seq assignment per channel until the transaction ends.
 async fn lock_channel(
@@ -23,17 +39,10 @@ async fn lock_channel(
     channel: &str,
     now: Timestamp,
 ) -> Result<i64, StoreError> {
-    let select = || {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT last_seq FROM channels WHERE session_id = $1 AND name = $2 FOR UPDATE",
-        )
-        .bind(session.0)
-        .bind(channel)
-    };
-    if let Some(seq) = select().fetch_optional(&mut *conn).await.map_err(db_err)? {
-        return Ok(seq);
+    match select_locked(conn, session, channel).await? {
+        Some(seq) => Ok(seq),
+        None => create_channel(conn, session, channel, now).await,
     }
-    create_channel(conn, session, channel, now).await
 }
 
 /// Creates the channel row and returns its (locked) last seq, or locks the row a concurrent
@@ -44,13 +53,6 @@ async fn create_channel(
     channel: &str,
     now: Timestamp,
 ) -> Result<i64, StoreError> {
-    let select = || {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT last_seq FROM channels WHERE session_id = $1 AND name = $2 FOR UPDATE",
-        )
-        .bind(session.0)
-        .bind(channel)
-    };
     // A row we insert is ours until commit; on conflict someone else created it meanwhile
     // (DO NOTHING waits for them to settle), and the second select locks theirs.
     let created = sqlx::query_scalar::<_, i64>(
@@ -66,10 +68,8 @@ async fn create_channel(
     if let Some(seq) = created {
         return Ok(seq);
     }
-    select()
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(db_err)?
+    select_locked(conn, session, channel)
+        .await?
         .ok_or_else(|| StoreError::Internal(format!("channel {channel} vanished while locking")))
 }
 
@@ -218,7 +218,8 @@ pub async fn append_events(
 /// moves the channel head and writes the records. `Ok(None)` when that did not apply (the
 /// session changed meanwhile, or the channel does not exist yet): nothing was written, and the
 /// caller takes the locking path ([`append_guarded`]), as it does for any batch with a
-/// client-chosen id. Must run outside a transaction: the statement commits on its own.
+/// client-chosen id. `Ok(Some(None))`: no such session. Must run outside a transaction: the
+/// statement commits on its own.
 pub async fn append_fresh(
     conn: &mut PgConnection,
     account: AccountId,
