@@ -11,10 +11,11 @@ use std::time::Duration;
 use sessiond_core::channel::Record;
 use sessiond_core::{SessionId, Timestamp};
 use sessiond_store::hub::Fetch;
-use sessiond_store::{Hub, Store};
+use sessiond_store::{Hub, Remote, Store};
 use tokio_util::sync::CancellationToken;
 
-/// How often a live reader re-reads storage whatever the signals say.
+/// How often a live reader re-reads storage whatever the signals say (unless another reader of
+/// the channel on this node did so within the period; see `Subscription::checked_within`).
 pub const SAFETY_POLL: Duration = Duration::from_secs(5);
 /// Records per store read while catching up.
 const PAGE: usize = 500;
@@ -57,13 +58,11 @@ impl Follow {
             let mut from_storage = true;
             // One timer for the life of the follower: a sleep created per wake-up would cost a
             // timer insertion and removal for every record delivered to every subscriber. Its
-            // phase is random, so that subscribers that connected together (after a restart,
-            // say) do not all read storage in the same instant every period.
-            let phase = SAFETY_POLL.mul_f64(rand::random::<f64>());
-            let mut safety_poll = tokio::time::interval_at(
-                tokio::time::Instant::now() + SAFETY_POLL + phase,
-                SAFETY_POLL,
-            );
+            // first tick is at a random point within one period, so that subscribers that
+            // connected together (after a restart, say) do not all poll in the same instant.
+            let first = SAFETY_POLL.mul_f64(1.0 - rand::random::<f64>());
+            let mut safety_poll =
+                tokio::time::interval_at(tokio::time::Instant::now() + first, SAFETY_POLL);
             safety_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 let mut closed = false;
@@ -91,6 +90,9 @@ impl Follow {
                         {
                             Ok(Some(p)) => p,
                             Ok(None) => {
+                                // Tell this node's other readers too: they may be skipping
+                                // their own safety polls on the strength of this one.
+                                self.hub.apply_remote(Remote::Deleted { session: self.session });
                                 yield Item::Deleted;
                                 return;
                             }
@@ -101,6 +103,11 @@ impl Follow {
                             }
                         };
                         closed = page.session_closed;
+                        if closed && !sub.peek().closed {
+                            // Storage knows of a close the hub was not told of (a signal lost
+                            // between nodes, or an expiry): wake this node's other readers.
+                            self.hub.apply_remote(Remote::Closed { session: self.session });
+                        }
                         let full = page.records.len() == PAGE;
                         let records: Vec<Arc<Record>> =
                             page.records.into_iter().map(Arc::new).collect();
@@ -140,7 +147,10 @@ impl Follow {
                     sig = sub.changed() => {
                         from_storage = sig.deleted;
                     }
-                    _ = safety_poll.tick() => from_storage = true,
+                    // Another reader of this node may have just read storage for the channel.
+                    _ = safety_poll.tick() => {
+                        from_storage = !sub.checked_within(&self.channel, SAFETY_POLL);
+                    }
                     _ = idle => return,
                     _ = self.shutdown.cancelled() => return,
                 }

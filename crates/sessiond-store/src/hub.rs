@@ -44,6 +44,9 @@ struct Tail {
     /// Published batches beyond `head + 1`, by first seq, with when they arrived: concurrent
     /// commits reach the hub in any order.
     pending: std::collections::BTreeMap<i64, (Vec<Arc<Record>>, std::time::Instant)>,
+    /// When a reader last found storage no further than `head` (its storage read confirmed,
+    /// or taught, the head): other readers' safety polls within a period can rely on it.
+    checked: Option<std::time::Instant>,
 }
 
 impl Tail {
@@ -56,6 +59,7 @@ impl Tail {
     fn forget(&mut self) {
         self.clear();
         self.head = None;
+        self.checked = None;
     }
 
     /// Appends a contiguous batch that starts right after `head`, then any pending batches that
@@ -171,6 +175,11 @@ impl Subscription {
         *self.rx.borrow_and_update()
     }
 
+    /// The latest signal, without marking it seen.
+    pub fn peek(&self) -> Signal {
+        *self.rx.borrow()
+    }
+
     /// The latest signal, marking it seen.
     pub fn current(&mut self) -> Signal {
         *self.rx.borrow_and_update()
@@ -201,6 +210,19 @@ impl Subscription {
         }
     }
 
+    /// Whether a reader of this node read `channel` from storage within `within` and found
+    /// nothing beyond the head the hub knows, so a safety poll may take memory's word instead
+    /// of reading storage again: with a thousand readers on a channel, one storage read per
+    /// period covers all of them.
+    pub fn checked_within(&self, channel: &str, within: std::time::Duration) -> bool {
+        let tails = self.topic.tails.lock().unwrap_or_else(|p| p.into_inner());
+        tails
+            .get(channel)
+            .filter(|t| t.head.is_some())
+            .and_then(|t| t.checked)
+            .is_some_and(|at| at.elapsed() < within)
+    }
+
     /// The signal counter to pass to [`Subscription::observe_head`]: read it *before* reading
     /// from storage.
     pub fn changes(&self) -> u64 {
@@ -229,6 +251,7 @@ impl Subscription {
             return;
         }
         let tail = tails.entry(channel.to_owned()).or_default();
+        tail.checked = Some(std::time::Instant::now());
         if tail.head.is_some_and(|h| h >= last_seq) {
             return;
         }
@@ -633,6 +656,26 @@ mod tests {
         hub.changed(s);
         a.observe_records("in", 12, before, &[rec(10), rec(11), rec(12)]);
         assert!(matches!(b.fetch("in", 9), Fetch::Storage));
+    }
+
+    #[tokio::test]
+    async fn one_readers_storage_check_covers_the_others_for_a_while() {
+        let hub = Hub::new();
+        let s = SessionId::random();
+        let a = hub.subscribe(s);
+        let b = hub.subscribe(s);
+        let period = std::time::Duration::from_secs(5);
+        assert!(!b.checked_within("in", period));
+        a.observe_head("in", 3, a.changes());
+        assert!(b.checked_within("in", period));
+        assert!(!b.checked_within("in", std::time::Duration::ZERO));
+        assert!(!b.checked_within("out", period));
+        // A read that found the head already known still counts as a check.
+        a.observe_head("in", 2, a.changes());
+        assert!(b.checked_within("in", period));
+        // Once the head is in doubt, every reader checks storage itself again.
+        hub.changed(s);
+        assert!(!b.checked_within("in", period));
     }
 
     #[derive(Default)]

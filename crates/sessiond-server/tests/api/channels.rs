@@ -1495,6 +1495,35 @@ async fn sse_ends_with_closed_after_the_last_record() {
     sse.assert_ends().await;
 }
 
+/// Nothing signals an expiry: live readers learn of it from storage, within a safety-poll
+/// period (5 s), and one reader's finding reaches the others on the same node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_ends_with_closed_when_the_session_expires() {
+    let s = TestServer::start().await;
+    let expires = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let id = id_of(
+        &s.create(
+            json!({"expiresAt": expires.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}),
+        )
+        .await,
+    );
+    append(&s, &id, "in", json!([{"data": 1}]))
+        .await
+        .expect(201);
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        let mut sse = Sse::open(&s, &records_path(&id, "in"), None).await;
+        assert_eq!(seqs(&sse.records(1).await), [1]);
+        streams.push(sse);
+    }
+    for sse in &mut streams {
+        let f = sse.frame().await;
+        assert_eq!(f.event.as_deref(), Some("closed"), "{f:?}");
+        sse.assert_ends().await;
+    }
+    assert!(chrono::Utc::now() >= expires);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sse_ends_with_deleted_when_the_session_is_deleted() {
     let s = TestServer::start().await;
