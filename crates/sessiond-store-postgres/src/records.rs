@@ -191,6 +191,24 @@ async fn append_locked(
     Ok((results, seq))
 }
 
+/// The records on the `events` channel that describe `events` of `session` (silent events are
+/// not recorded).
+pub(crate) fn event_records(session: &Session, events: &[Event]) -> Vec<NewRecord> {
+    events
+        .iter()
+        .filter(|e| e.is_recorded())
+        .map(|e| NewRecord::generated(e.to_record_data(session).to_string()))
+        .collect()
+}
+
+/// A batch as the three text arrays an insert statement unnests: ids, data, headers.
+pub(crate) fn record_columns(records: &[NewRecord]) -> (Vec<&str>, Vec<&str>, Vec<&str>) {
+    let ids = records.iter().map(|r| r.id.as_str()).collect();
+    let datas = records.iter().map(|r| r.data.as_str()).collect();
+    let headers = records.iter().map(|r| r.headers.as_str()).collect();
+    (ids, datas, headers)
+}
+
 /// Appends server events describing a change of `session` to its `events` channel, in the
 /// caller's transaction. Silent events are not recorded.
 pub async fn append_events(
@@ -199,11 +217,7 @@ pub async fn append_events(
     events: &[Event],
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let records: Vec<NewRecord> = events
-        .iter()
-        .filter(|e| e.is_recorded())
-        .map(|e| NewRecord::generated(e.to_record_data(session).to_string()))
-        .collect();
+    let records = event_records(session, events);
     if records.is_empty() {
         return Ok(());
     }
@@ -237,9 +251,7 @@ pub async fn append_fresh(
     };
     run_rule(|| guard(&session))?;
     let n = records.len() as i64;
-    let ids: Vec<&str> = records.iter().map(|r| r.id.as_str()).collect();
-    let datas: Vec<&str> = records.iter().map(|r| r.data.as_str()).collect();
-    let headers: Vec<&str> = records.iter().map(|r| r.headers.as_str()).collect();
+    let (ids, datas, headers) = record_columns(records);
     // The session subquery runs first (an InitPlan), so the session is locked before the
     // channel row, as on every other write path.
     let head: Option<i64> = sqlx::query_scalar(

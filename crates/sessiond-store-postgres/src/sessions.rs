@@ -1,5 +1,4 @@
 use serde_json::{Map, Value};
-use sessiond_core::channel::NewRecord;
 use sessiond_core::event::{Event, EVENTS_CHANNEL};
 use sessiond_core::ids::SessionRef;
 use sessiond_core::session::{Session, SessionQuery, SessionStatus};
@@ -192,15 +191,9 @@ pub async fn insert(
     event: Event,
 ) -> Result<InsertSession, StoreError> {
     let (metadata, data) = json_columns(&session)?;
-    let events: Vec<NewRecord> = [&event]
-        .into_iter()
-        .filter(|e| e.is_recorded())
-        .map(|e| NewRecord::generated(e.to_record_data(&session).to_string()))
-        .collect();
+    let events = records::event_records(&session, std::slice::from_ref(&event));
     let seqs: Vec<i64> = (1..).take(events.len()).collect();
-    let ids: Vec<&str> = events.iter().map(|r| r.id.as_str()).collect();
-    let datas: Vec<&str> = events.iter().map(|r| r.data.as_str()).collect();
-    let headers: Vec<&str> = events.iter().map(|r| r.headers.as_str()).collect();
+    let (ids, datas, headers) = records::record_columns(&events);
     // ON CONFLICT DO NOTHING covers both the id and the (account, externalId) uniqueness, and
     // waits for a concurrent insert of the same key to settle instead of failing; a session not
     // inserted writes no channel and no records.

@@ -100,6 +100,21 @@ impl Tail {
     }
 }
 
+/// The records (in seq order) after `after`, when they follow on from it with no hole (`after`
+/// `None`: from anywhere); `None` when they do not.
+fn following(after: Option<i64>, records: &[Arc<Record>]) -> Option<Vec<Arc<Record>>> {
+    let fresh: Vec<Arc<Record>> = records
+        .iter()
+        .filter(|r| after.is_none_or(|a| r.seq > a))
+        .cloned()
+        .collect();
+    let starts = match (after, fresh.first()) {
+        (Some(a), Some(first)) => first.seq == a + 1,
+        _ => true,
+    };
+    (starts && fresh.windows(2).all(|w| w[1].seq == w[0].seq + 1)).then_some(fresh)
+}
+
 struct Topic {
     tx: watch::Sender<Signal>,
     tails: Mutex<HashMap<String, Tail>>,
@@ -256,21 +271,18 @@ impl Subscription {
             return;
         }
         // The ring must end at the head; records it lacks are in storage only.
-        let next = tail.ring.back().map(|r| r.seq + 1);
-        let fresh: Vec<&Arc<Record>> = read
-            .iter()
-            .filter(|r| next.is_none_or(|n| r.seq >= n))
-            .collect();
-        let continues = fresh.last().is_some_and(|l| l.seq == last_seq)
-            && next.is_none_or(|n| fresh.first().is_some_and(|f| f.seq == n))
-            && fresh.windows(2).all(|w| w[1].seq == w[0].seq + 1);
-        if continues {
-            for r in fresh {
-                tail.push(r.clone());
+        match following(tail.ring.back().map(|r| r.seq), read) {
+            Some(fresh) if fresh.last().is_some_and(|l| l.seq == last_seq) => {
+                for r in fresh {
+                    tail.push(r);
+                }
             }
-        } else if tail.ring.back().is_some_and(|r| r.seq != last_seq) {
-            tail.ring.clear();
-            tail.bytes = 0;
+            _ => {
+                if tail.ring.back().is_some_and(|r| r.seq != last_seq) {
+                    tail.ring.clear();
+                    tail.bytes = 0;
+                }
+            }
         }
         tail.head = Some(last_seq);
         // Pending batches at or below the head are in storage, and so seen; later ones may
@@ -393,16 +405,10 @@ impl Hub {
             let Some(head) = tail.head else {
                 return;
             };
-            let fresh: Vec<Arc<Record>> = records.into_iter().filter(|r| r.seq > head).collect();
-            let Some(first) = fresh.first() else {
-                return;
-            };
-            let contiguous =
-                first.seq == head + 1 && fresh.windows(2).all(|w| w[1].seq == w[0].seq + 1);
-            if contiguous {
-                tail.extend(fresh);
-            } else {
-                tail.forget();
+            match following(Some(head), &records) {
+                Some(fresh) if fresh.is_empty() => {}
+                Some(fresh) => tail.extend(fresh),
+                None => tail.forget(),
             }
         });
     }
