@@ -73,40 +73,9 @@ async fn create_channel(
         .ok_or_else(|| StoreError::Internal(format!("channel {channel} vanished while locking")))
 }
 
-async fn last_seq(
-    conn: &mut PgConnection,
-    session: SessionId,
-    channel: &str,
-) -> Result<i64, StoreError> {
-    sqlx::query_scalar::<_, i64>(
-        "SELECT last_seq FROM channels WHERE session_id = $1 AND name = $2",
-    )
-    .bind(session.0)
-    .bind(channel)
-    .fetch_optional(conn)
-    .await
-    .map(|v| v.unwrap_or(0))
-    .map_err(db_err)
-}
-
-/// Appends records to a channel, creating it on first append. Ids already in the channel (or
-/// earlier in the same batch) are reported as duplicates with their original seq; ids the
-/// server has just generated (`fresh`) are not looked up.
-pub async fn append(
-    conn: &mut PgConnection,
-    session: SessionId,
-    channel: &str,
-    records: &[NewRecord],
-    now: Timestamp,
-) -> Result<(Vec<AppendResult>, i64), StoreError> {
-    if records.is_empty() {
-        return Ok((Vec::new(), last_seq(conn, session, channel).await?));
-    }
-    let seq = lock_channel(conn, session, channel, now).await?;
-    append_locked(conn, session, channel, records, now, seq).await
-}
-
-/// [`append`] once the channel row is locked and its last seq is `seq`.
+/// Appends records to a channel whose row is locked and whose last seq is `seq`. Ids already
+/// in the channel (or earlier in the same batch) are reported as duplicates with their original
+/// seq; ids the server has just generated (`fresh`) are not looked up.
 async fn append_locked(
     conn: &mut PgConnection,
     session: SessionId,
@@ -221,7 +190,8 @@ pub async fn append_events(
     if records.is_empty() {
         return Ok(());
     }
-    append(conn, session.id, EVENTS_CHANNEL, &records, now)
+    let seq = lock_channel(conn, session.id, EVENTS_CHANNEL, now).await?;
+    append_locked(conn, session.id, EVENTS_CHANNEL, &records, now, seq)
         .await
         .map(|_| ())
 }
