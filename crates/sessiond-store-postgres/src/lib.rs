@@ -43,6 +43,7 @@ mod chats;
 mod documents;
 mod jobs;
 mod notify;
+mod pipeline;
 mod records;
 mod schema;
 mod sessions;
@@ -84,6 +85,8 @@ impl Default for PgOptions {
 
 pub struct PgStore {
     pool: PgPool,
+    /// Shared pipelined connections for point reads; the pool serves what they cannot.
+    pipeline: pipeline::Pipeline,
     listen_pool: PgPool,
     description: String,
     node: String,
@@ -101,7 +104,7 @@ pub(crate) fn internal(e: impl std::fmt::Display) -> StoreError {
 /// SQLSTATEs that mean "the database cannot serve this right now; retry": connection
 /// exceptions (class 08), shutdown and start-up, too many connections, serialization failures
 /// and deadlocks, lock timeouts, read-only replicas after a failover.
-fn is_transient(code: &str) -> bool {
+pub(crate) fn is_transient(code: &str) -> bool {
     code.starts_with("08")
         || matches!(
             code,
@@ -227,6 +230,11 @@ impl PgStore {
     pub async fn connect(url: &str, opts: PgOptions, hub: Arc<Hub>) -> Result<PgStore, StoreError> {
         let options = parse_url(url)?;
         let description = describe_options(&options);
+        let pipeline = pipeline::Pipeline::new(
+            url,
+            &with_app_name(options.clone(), "sessiond-reads"),
+            opts.acquire_timeout,
+        );
         let pool = open_pool(
             with_app_name(options.clone(), "sessiond"),
             opts.max_connections,
@@ -270,6 +278,7 @@ impl PgStore {
         ];
         Ok(PgStore {
             pool,
+            pipeline,
             listen_pool,
             description,
             node,
@@ -346,6 +355,7 @@ impl Store for PgStore {
                 abort.abort();
             }
         }
+        self.pipeline.close();
         self.listen_pool.close().await;
         self.pool.close().await;
         #[cfg(feature = "testkit")]
@@ -423,6 +433,9 @@ impl Store for PgStore {
         account: AccountId,
         session: &SessionRef,
     ) -> Result<Option<Session>, StoreError> {
+        if let Some(read) = self.pipeline.get_session(account, session, true).await {
+            return read;
+        }
         let mut c = self.conn().await?;
         sessions::get(&mut c, account, session, true, sessions::Lock::None).await
     }
@@ -472,12 +485,36 @@ impl Store for PgStore {
         guard: SessionGuard,
         now: Timestamp,
     ) -> Result<Option<Appended>, StoreError> {
-        let mut c = self.conn().await?;
-        if let Some(done) =
-            records::append_fresh(&mut c, account, session, channel, &records, &guard, now).await?
-        {
-            return Ok(done);
-        }
+        // Batches of server-generated ids first try one self-committing statement that
+        // re-checks the session it was guarded on; the read it is guarded on needs no pool
+        // connection.
+        let fresh = !records.is_empty() && records.iter().all(|r| r.fresh);
+        let mut c = if fresh {
+            let read = match self.pipeline.get_session(account, session, false).await {
+                Some(read) => read?.map(|s| (s, None)),
+                None => {
+                    let mut c = self.conn().await?;
+                    sessions::get(&mut c, account, session, false, sessions::Lock::None)
+                        .await?
+                        .map(|s| (s, Some(c)))
+                }
+            };
+            let Some((seen, c)) = read else {
+                return Ok(None);
+            };
+            run_rule(|| guard(&seen))?;
+            let mut c = match c {
+                Some(c) => c,
+                None => self.conn().await?,
+            };
+            if let Some(done) = records::append_fresh(&mut c, &seen, channel, &records, now).await?
+            {
+                return Ok(Some(done));
+            }
+            c
+        } else {
+            self.conn().await?
+        };
         let mut tx = sqlx::Connection::begin(&mut *c).await.map_err(db_err)?;
         let r =
             records::append_guarded(&mut tx, account, session, channel, records, guard, now).await;

@@ -196,30 +196,20 @@ pub async fn append_events(
         .map(|_| ())
 }
 
-/// The append of records whose ids the server generated (so none can be a duplicate) in two
-/// round trips and no explicit transaction: an unlocked read of the session for the guard, then
-/// one statement that locks the session (`FOR SHARE`), checks it is still the row the guard saw,
-/// moves the channel head and writes the records. `Ok(None)` when that did not apply (the
-/// session changed meanwhile, or the channel does not exist yet): nothing was written, and the
-/// caller takes the locking path ([`append_guarded`]), as it does for any batch with a
-/// client-chosen id. `Ok(Some(None))`: no such session. Must run outside a transaction: the
-/// statement commits on its own.
+/// The append of records whose ids the server generated (so none can be a duplicate) without
+/// an explicit transaction: the caller read `session` unlocked and ran the guard on it; this one
+/// statement locks the session (`FOR SHARE`), checks it is still the row the guard saw, moves
+/// the channel head and writes the records. `Ok(None)` when that did not apply (the session
+/// changed meanwhile, or the channel does not exist yet): nothing was written, and the caller
+/// takes the locking path ([`append_guarded`]), as it does for any batch with a client-chosen
+/// id. Must run outside a transaction: the statement commits on its own.
 pub async fn append_fresh(
     conn: &mut PgConnection,
-    account: AccountId,
-    r: &SessionRef,
+    session: &Session,
     channel: &str,
     records: &[NewRecord],
-    guard: &SessionGuard,
     now: Timestamp,
-) -> Result<Option<Option<Appended>>, StoreError> {
-    if records.is_empty() || records.iter().any(|r| !r.fresh) {
-        return Ok(None);
-    }
-    let Some(session) = sessions::get(conn, account, r, false, sessions::Lock::None).await? else {
-        return Ok(Some(None));
-    };
-    run_rule(|| guard(&session))?;
+) -> Result<Option<Appended>, StoreError> {
     let n = records.len() as i64;
     let (ids, datas, headers) = record_columns(records);
     // The session subquery runs first (an InitPlan), so the session is locked before the
@@ -270,11 +260,11 @@ pub async fn append_fresh(
             duplicate: false,
         })
         .collect();
-    Ok(Some(Some(Appended {
+    Ok(Some(Appended {
         session_id: session.id,
         results,
         last_seq,
-    })))
+    }))
 }
 
 pub async fn append_guarded(

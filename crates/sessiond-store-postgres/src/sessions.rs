@@ -38,32 +38,58 @@ fn json_map(s: &str) -> Result<Map<String, Value>, StoreError> {
     serde_json::from_str(s).map_err(internal)
 }
 
-pub(crate) fn session_row(r: &PgRow) -> Result<Session, StoreError> {
-    let metadata: String = r.try_get(6).map_err(db_err)?;
-    let data: String = r.try_get(7).map_err(db_err)?;
+/// The column reads a session row needs, from either driver: the pool's (sqlx) or the
+/// pipelined point-read connections' (tokio-postgres), so both decode a row the same way.
+pub(crate) trait SessionColumns {
+    fn uuid(&self, i: usize) -> Result<uuid::Uuid, StoreError>;
+    fn text(&self, i: usize) -> Result<String, StoreError>;
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError>;
+    fn texts(&self, i: usize) -> Result<Vec<String>, StoreError>;
+    fn int(&self, i: usize) -> Result<i64, StoreError>;
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError>;
+}
+
+impl SessionColumns for PgRow {
+    fn uuid(&self, i: usize) -> Result<uuid::Uuid, StoreError> {
+        self.try_get(i).map_err(db_err)
+    }
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        self.try_get(i).map_err(db_err)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        self.try_get(i).map_err(db_err)
+    }
+    fn texts(&self, i: usize) -> Result<Vec<String>, StoreError> {
+        self.try_get(i).map_err(db_err)
+    }
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        self.try_get(i).map_err(db_err)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        self.try_get(i).map_err(db_err)
+    }
+}
+
+/// A row of [`COLUMNS`] (or `COLUMNS_NO_DATA`).
+pub(crate) fn session_row(r: &impl SessionColumns) -> Result<Session, StoreError> {
     let ts = |i: usize| -> Result<Option<Timestamp>, StoreError> {
-        Ok(r.try_get::<Option<i64>, _>(i)
-            .map_err(db_err)?
-            .map(Timestamp::from_millis))
-    };
-    let get_ts = |i: usize| -> Result<Timestamp, StoreError> {
-        Ok(Timestamp::from_millis(r.try_get(i).map_err(db_err)?))
+        Ok(r.opt_int(i)?.map(Timestamp::from_millis))
     };
     Ok(Session {
-        id: SessionId(r.try_get(0).map_err(db_err)?),
-        account_id: AccountId(r.try_get(1).map_err(db_err)?),
-        external_id: r.try_get(2).map_err(db_err)?,
-        kind: r.try_get(3).map_err(db_err)?,
-        title: r.try_get(4).map_err(db_err)?,
-        tags: r.try_get(5).map_err(db_err)?,
-        metadata: json_map(&metadata)?,
-        data: json_map(&data)?,
+        id: SessionId(r.uuid(0)?),
+        account_id: AccountId(r.uuid(1)?),
+        external_id: r.opt_text(2)?,
+        kind: r.opt_text(3)?,
+        title: r.opt_text(4)?,
+        tags: r.texts(5)?,
+        metadata: json_map(&r.text(6)?)?,
+        data: json_map(&r.text(7)?)?,
         closed_at: ts(8)?,
-        closed_reason: r.try_get(9).map_err(db_err)?,
+        closed_reason: r.opt_text(9)?,
         expires_at: ts(10)?,
-        created_at: get_ts(11)?,
-        updated_at: get_ts(12)?,
-        version: r.try_get(13).map_err(db_err)?,
+        created_at: Timestamp::from_millis(r.int(11)?),
+        updated_at: Timestamp::from_millis(r.int(12)?),
+        version: r.int(13)?,
     })
 }
 
@@ -74,6 +100,17 @@ fn json_columns(s: &Session) -> Result<(String, String), StoreError> {
     ))
 }
 
+/// The read of one session of an account: `$1` is the account, `$2` the session's id (or its
+/// external id with `by_external`).
+pub(crate) fn get_sql(by_external: bool, with_data: bool, lock: Lock) -> String {
+    let cols = if with_data { COLUMNS } else { COLUMNS_NO_DATA };
+    let key = if by_external { "external_id" } else { "id" };
+    format!(
+        "SELECT {cols} FROM sessions WHERE account_id = $1 AND {key} = $2{}",
+        lock.sql()
+    )
+}
+
 pub async fn get(
     conn: &mut PgConnection,
     account: AccountId,
@@ -81,29 +118,14 @@ pub async fn get(
     with_data: bool,
     lock: Lock,
 ) -> Result<Option<Session>, StoreError> {
-    let cols = if with_data { COLUMNS } else { COLUMNS_NO_DATA };
+    let by_external = matches!(r, SessionRef::External(_));
+    let query = sqlx::query(AssertSqlSafe(get_sql(by_external, with_data, lock))).bind(account.0);
     let row = match r {
-        SessionRef::Id(id) => {
-            sqlx::query(AssertSqlSafe(format!(
-                "SELECT {cols} FROM sessions WHERE id = $1 AND account_id = $2{}",
-                lock.sql()
-            )))
-            .bind(id.0)
-            .bind(account.0)
-            .fetch_optional(conn)
-            .await
-        }
-        SessionRef::External(e) => {
-            sqlx::query(AssertSqlSafe(format!(
-                "SELECT {cols} FROM sessions WHERE account_id = $1 AND external_id = $2{}",
-                lock.sql()
-            )))
-            .bind(account.0)
-            .bind(e)
-            .fetch_optional(conn)
-            .await
-        }
+        SessionRef::Id(id) => query.bind(id.0),
+        SessionRef::External(e) => query.bind(e.as_str()),
     }
+    .fetch_optional(conn)
+    .await
     .map_err(db_err)?;
     row.as_ref().map(session_row).transpose()
 }

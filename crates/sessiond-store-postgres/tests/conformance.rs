@@ -430,6 +430,94 @@ async fn a_lost_listen_connection_reconnects_and_wakes_every_reader() {
     finish(&[&a, &b], &base, &url).await;
 }
 
+/// The backends of this database whose `application_name` is `name` (terminated first with
+/// `terminate`).
+async fn backends(url: &str, name: &str, terminate: bool) -> Vec<i32> {
+    let mut c = PgConnection::connect(url).await.unwrap();
+    let pids: Vec<i32> = sqlx::query_scalar(
+        "WITH t AS MATERIALIZED (
+            SELECT pid FROM pg_stat_activity
+            WHERE datname = current_database() AND application_name = $1
+              AND pid <> pg_backend_pid()
+         )
+         SELECT pid FROM t WHERE NOT $2 OR pg_terminate_backend(pid)",
+    )
+    .bind(name)
+    .bind(terminate)
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    let _ = c.close().await;
+    pids
+}
+
+/// Point reads run on shared pipelined connections; losing them costs a read nothing (it goes
+/// through the pool) and they come back by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_point_read_connections_cost_no_read_and_come_back() {
+    let Some((base, url)) = cluster_db().await else {
+        return;
+    };
+    let (a, _hub) = node(&url).await;
+    let acc = account(&a).await;
+    let s = session(&a, acc).await;
+    let by_id = SessionRef::Id(s.id);
+    // Concurrent reads open every pipelined connection.
+    let reads: Vec<_> = (0..16).map(|_| a.get_session(acc, &by_id)).collect();
+    for read in futures::future::join_all(reads).await {
+        assert_eq!(read.unwrap().unwrap(), s);
+    }
+    // Readers keep reading while the connections are killed under them: queries in flight on
+    // a dying connection, and the reads right after, still answer.
+    let (count, counted) = tokio::sync::watch::channel(0u64);
+    let count = Arc::new(count);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let (a, s, stop, count) = (a.clone(), s.clone(), stop.clone(), count.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match a.get_session(acc, &SessionRef::Id(s.id)).await {
+                        Ok(Some(read)) if read == s => count.send_modify(|n| *n += 1),
+                        other => return Err(format!("{other:?}")),
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let reads_by = |n: u64| {
+        let mut counted = counted.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(30), counted.wait_for(|c| *c >= n))
+                .await
+                .is_ok_and(|r| r.is_ok())
+        }
+    };
+    let mut all_read = reads_by(200).await;
+    let killed = backends(&url, "sessiond-reads", true).await;
+    assert!(!killed.is_empty(), "point reads use their own connections");
+    let target = *counted.borrow() + 500;
+    all_read &= reads_by(target).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap().expect("no read failed");
+    }
+    assert!(all_read, "the readers kept reading");
+    let other = a
+        .get_session(acc, &SessionRef::Id(SessionId::random()))
+        .await
+        .unwrap();
+    assert!(other.is_none(), "an unknown session is still not found");
+    let now = backends(&url, "sessiond-reads", false).await;
+    assert!(!now.is_empty(), "the point-read connections are back");
+    assert!(
+        now.iter().all(|p| !killed.contains(p)),
+        "{now:?} {killed:?}"
+    );
+    finish(&[&a], &base, &url).await;
+}
+
 fn job(account: AccountId, i: usize) -> Job {
     CreateJobInput {
         kind: "work".into(),

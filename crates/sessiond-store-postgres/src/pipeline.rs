@@ -1,0 +1,223 @@
+//! Point reads over a few long-lived connections that every request shares (tokio-postgres).
+//!
+//! Concurrent queries on one of these connections are pipelined: written back to back and
+//! answered in order, so the database takes many of them per wakeup, and no request checks a
+//! connection out of the pool (which also costs a second round trip: the pool pings every
+//! connection it takes back). Only single statements that need no transaction come here.
+//!
+//! This path can only make reads cheaper, never fail them: when its connections cannot be
+//! opened (the database is down, or the password is only in `~/.pgpass`, which this driver does
+//! not read) or one is lost mid-query, the read goes through the pool as before.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sessiond_core::ids::SessionRef;
+use sessiond_core::session::Session;
+use sessiond_core::AccountId;
+use sessiond_store::StoreError;
+use sqlx::postgres::PgConnectOptions;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Statement};
+
+use crate::sessions::{self, Lock, SessionColumns};
+use crate::{internal, is_transient};
+
+/// After a failed connect a slot waits this long before trying again (reads use the pool).
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How many shared connections: one per core keeps every database core busy; more only
+/// splits the same pipelines.
+fn slot_count() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+}
+
+pub(crate) struct Pipeline {
+    config: tokio_postgres::Config,
+    slots: Vec<Slot>,
+    next: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Slot {
+    live: Mutex<Option<Arc<Conn>>>,
+    /// Serialises reconnects; holds the time of the last failed attempt.
+    connecting: tokio::sync::Mutex<Option<Instant>>,
+}
+
+struct Conn {
+    client: Client,
+    /// [`sessions::get_sql`], at [`Conn::session_index`].
+    session: Vec<Statement>,
+}
+
+impl Pipeline {
+    /// The same database, user and settings as the pool's `options`; connects lazily.
+    pub(crate) fn new(url: &str, options: &PgConnectOptions, connect_timeout: Duration) -> Self {
+        let mut config = tokio_postgres::Config::new();
+        match options.get_socket() {
+            Some(dir) => config.host_path(dir),
+            None => config.host(options.get_host()),
+        };
+        config
+            .port(options.get_port())
+            .user(options.get_username())
+            .application_name(options.get_application_name().unwrap_or("sessiond"))
+            .connect_timeout(connect_timeout);
+        if let Some(db) = options.get_database() {
+            config.dbname(db);
+        }
+        if let Some(o) = options.get_options() {
+            config.options(o);
+        }
+        // sqlx keeps the password to itself; read it from the URL (or the usual variable).
+        let password = url
+            .parse::<tokio_postgres::Config>()
+            .ok()
+            .and_then(|c| c.get_password().map(<[u8]>::to_vec))
+            .or_else(|| std::env::var("PGPASSWORD").ok().map(String::into_bytes));
+        if let Some(p) = password {
+            config.password(p);
+        }
+        Self {
+            config,
+            slots: (0..slot_count()).map(|_| Slot::default()).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// One session of `account` (its `data` left empty unless `with_data`), or `None` when
+    /// this path cannot serve the read right now.
+    pub(crate) async fn get_session(
+        &self,
+        account: AccountId,
+        r: &SessionRef,
+        with_data: bool,
+    ) -> Option<Result<Option<Session>, StoreError>> {
+        let conn = self.conn().await?;
+        let statement = &conn.session[Conn::session_index(r, with_data)];
+        let row = match r {
+            SessionRef::Id(id) => conn.query(statement, &[&account.0, &id.0]).await,
+            SessionRef::External(e) => conn.query(statement, &[&account.0, &e.as_str()]).await,
+        }?;
+        Some(row.and_then(|row| row.as_ref().map(sessions::session_row).transpose()))
+    }
+
+    /// Drops every connection (shutdown).
+    pub(crate) fn close(&self) {
+        for slot in &self.slots {
+            slot.take();
+        }
+    }
+
+    /// The next live connection, round robin; reconnects a lost one unless it failed lately.
+    async fn conn(&self) -> Option<Arc<Conn>> {
+        let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
+        if let Some(conn) = slot.current() {
+            return Some(conn);
+        }
+        let mut last_failure = slot.connecting.lock().await;
+        if let Some(conn) = slot.current() {
+            return Some(conn); // another request reconnected it meanwhile
+        }
+        if last_failure.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+            return None;
+        }
+        match Conn::open(&self.config).await {
+            Ok(conn) => {
+                let conn = Arc::new(conn);
+                *slot.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+                *last_failure = None;
+                Some(conn)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot open a point-read connection; using the pool");
+                *last_failure = Some(Instant::now());
+                None
+            }
+        }
+    }
+}
+
+impl Slot {
+    fn current(&self) -> Option<Arc<Conn>> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        match &*live {
+            Some(conn) if !conn.client.is_closed() => Some(conn.clone()),
+            Some(_) => {
+                *live = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn take(&self) {
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+}
+
+impl Conn {
+    async fn open(config: &tokio_postgres::Config) -> Result<Conn, tokio_postgres::Error> {
+        let (client, connection) = config.connect(NoTls).await?;
+        // Drives the socket; ends when the client is dropped or the connection is lost.
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "point-read connection ended");
+            }
+        });
+        let mut session = Vec::with_capacity(4);
+        for by_external in [false, true] {
+            for with_data in [false, true] {
+                let sql = sessions::get_sql(by_external, with_data, Lock::None);
+                session.push(client.prepare(&sql).await?);
+            }
+        }
+        Ok(Conn { client, session })
+    }
+
+    fn session_index(r: &SessionRef, with_data: bool) -> usize {
+        2 * usize::from(matches!(r, SessionRef::External(_))) + usize::from(with_data)
+    }
+
+    /// At most one row; `None` when the connection is lost or the database cannot serve it
+    /// on this connection right now (the caller uses the pool, which maps such errors itself).
+    async fn query(
+        &self,
+        statement: &Statement,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Option<Result<Option<Row>, StoreError>> {
+        match self.client.query_opt(statement, params).await {
+            Ok(row) => Some(Ok(row)),
+            Err(e) => match e.code() {
+                Some(code) if !is_transient(code.code()) => Some(Err(internal(e))),
+                _ => {
+                    tracing::debug!(error = %e, "point read failed; using the pool");
+                    None
+                }
+            },
+        }
+    }
+}
+
+impl SessionColumns for Row {
+    fn uuid(&self, i: usize) -> Result<uuid::Uuid, StoreError> {
+        self.try_get(i).map_err(internal)
+    }
+    fn text(&self, i: usize) -> Result<String, StoreError> {
+        self.try_get(i).map_err(internal)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>, StoreError> {
+        self.try_get(i).map_err(internal)
+    }
+    fn texts(&self, i: usize) -> Result<Vec<String>, StoreError> {
+        self.try_get(i).map_err(internal)
+    }
+    fn int(&self, i: usize) -> Result<i64, StoreError> {
+        self.try_get(i).map_err(internal)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        self.try_get(i).map_err(internal)
+    }
+}
