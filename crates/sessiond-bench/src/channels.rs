@@ -525,6 +525,13 @@ async fn subscriber(
     // client a timer insertion and removal for every delivery).
     let deadline = tokio::time::sleep_until(tokio::time::Instant::from_std(hard_end));
     tokio::pin!(deadline);
+    // Likewise one wait for the stop signal, re-armed only when it fires: a `changed()` made
+    // per event would register with (and leave) the watch's waiter list for every delivery.
+    let stop_changed = |mut rx: watch::Receiver<Option<u64>>| async move {
+        let alive = rx.changed().await.is_ok();
+        (rx, alive)
+    };
+    let mut stop_wait = Box::pin(stop_changed(stop.clone()));
     loop {
         let stop_at = *stop.borrow_and_update();
         if stop_at.is_some_and(|s| out.last_seq >= s) {
@@ -532,10 +539,11 @@ async fn subscriber(
         }
         let frame = tokio::select! {
             f = body.frame() => f,
-            changed = stop.changed() => {
-                if changed.is_err() {
+            (rx, alive) = &mut stop_wait => {
+                if !alive {
                     break;
                 }
+                stop_wait = Box::pin(stop_changed(rx));
                 continue;
             }
             () = &mut deadline => {

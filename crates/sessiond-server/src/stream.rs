@@ -64,6 +64,10 @@ impl Follow {
             let mut safety_poll =
                 tokio::time::interval_at(tokio::time::Instant::now() + first, SAFETY_POLL);
             safety_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Registered once too: a `cancelled()` made per wake-up would lock the server-wide
+            // token's waiter list twice per record for every subscriber.
+            let shutdown = self.shutdown.clone().cancelled_owned();
+            tokio::pin!(shutdown);
             loop {
                 let mut closed = false;
                 if !from_storage {
@@ -152,7 +156,7 @@ impl Follow {
                         from_storage = !sub.checked_within(&self.channel, SAFETY_POLL);
                     }
                     _ = idle => return,
-                    _ = self.shutdown.cancelled() => return,
+                    () = &mut shutdown => return,
                 }
             }
         }
