@@ -9,7 +9,7 @@
 //! opened (the database is down, or the password is only in `~/.pgpass`, which this driver does
 //! not read) or one is lost mid-query, the read goes through the pool as before.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use sessiond_core::session::Session;
 use sessiond_core::AccountId;
 use sessiond_store::StoreError;
 use sqlx::postgres::PgConnectOptions;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Row, Statement};
 
@@ -37,17 +38,22 @@ pub(crate) struct Pipeline {
     config: tokio_postgres::Config,
     slots: Vec<Slot>,
     next: AtomicUsize,
+    /// Set at shutdown: no connection is opened again.
+    closed: AtomicBool,
 }
 
 #[derive(Default)]
 struct Slot {
     live: Mutex<Option<Arc<Conn>>>,
-    /// Serialises reconnects; holds the time of the last failed attempt.
+    /// Held by the one read that reconnects; holds the time of the last failed attempt.
     connecting: tokio::sync::Mutex<Option<Instant>>,
 }
 
 struct Conn {
     client: Client,
+    /// Its prepared statements no longer match the schema (another node migrated it): the
+    /// connection is replaced rather than used again.
+    stale: AtomicBool,
     /// [`sessions::get_sql`], at [`Conn::session_index`].
     session: Vec<Statement>,
 }
@@ -84,6 +90,7 @@ impl Pipeline {
             config,
             slots: (0..slot_count()).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -106,33 +113,46 @@ impl Pipeline {
 
     /// Drops every connection (shutdown).
     pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         for slot in &self.slots {
             slot.take();
         }
     }
 
-    /// The next live connection, round robin; reconnects a lost one unless it failed lately.
+    /// The next live connection, round robin. A lost one is reopened by the first read that
+    /// finds it gone (unless that failed within [`RETRY_AFTER`]); reads arriving meanwhile use
+    /// the pool rather than wait for the connect.
     async fn conn(&self) -> Option<Arc<Conn>> {
         let slot = &self.slots[self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()];
         if let Some(conn) = slot.current() {
             return Some(conn);
         }
-        let mut last_failure = slot.connecting.lock().await;
+        let Ok(mut last_failure) = slot.connecting.try_lock() else {
+            return None;
+        };
         if let Some(conn) = slot.current() {
             return Some(conn); // another request reconnected it meanwhile
         }
-        if last_failure.is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+        if self.closed.load(Ordering::Acquire)
+            || last_failure.is_some_and(|at| at.elapsed() < RETRY_AFTER)
+        {
             return None;
         }
         match Conn::open(&self.config).await {
+            Ok(_) if self.closed.load(Ordering::Acquire) => None,
             Ok(conn) => {
                 let conn = Arc::new(conn);
                 *slot.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
-                *last_failure = None;
+                if last_failure.take().is_some() {
+                    tracing::info!("point-read connection open again");
+                }
                 Some(conn)
             }
             Err(e) => {
-                tracing::debug!(error = %e, "cannot open a point-read connection; using the pool");
+                // Said once per outage, not once per retry.
+                if last_failure.is_none() {
+                    tracing::warn!(error = %e, "cannot open a point-read connection; reads use the pool until it opens");
+                }
                 *last_failure = Some(Instant::now());
                 None
             }
@@ -144,7 +164,9 @@ impl Slot {
     fn current(&self) -> Option<Arc<Conn>> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         match &*live {
-            Some(conn) if !conn.client.is_closed() => Some(conn.clone()),
+            Some(conn) if !conn.client.is_closed() && !conn.stale.load(Ordering::Relaxed) => {
+                Some(conn.clone())
+            }
             Some(_) => {
                 *live = None;
                 None
@@ -174,7 +196,11 @@ impl Conn {
                 session.push(client.prepare(&sql).await?);
             }
         }
-        Ok(Conn { client, session })
+        Ok(Conn {
+            client,
+            stale: AtomicBool::new(false),
+            session,
+        })
     }
 
     fn session_index(r: &SessionRef, with_data: bool) -> usize {
@@ -191,7 +217,16 @@ impl Conn {
         match self.client.query_opt(statement, params).await {
             Ok(row) => Some(Ok(row)),
             Err(e) => match e.code() {
-                Some(code) if !is_transient(code.code()) => Some(Err(internal(e))),
+                // "cached plan must not change result type": re-prepare on a new connection.
+                Some(code) if *code == SqlState::FEATURE_NOT_SUPPORTED => {
+                    self.stale.store(true, Ordering::Relaxed);
+                    None
+                }
+                // The server's own message: this driver's `Display` says only "db error".
+                Some(code) if !is_transient(code.code()) => Some(Err(internal(
+                    e.as_db_error()
+                        .map_or_else(|| e.to_string(), ToString::to_string),
+                ))),
                 _ => {
                     tracing::debug!(error = %e, "point read failed; using the pool");
                     None

@@ -518,6 +518,39 @@ async fn lost_point_read_connections_cost_no_read_and_come_back() {
     finish(&[&a], &base, &url).await;
 }
 
+/// A column type changed under the prepared point reads (a newer node's migration, say):
+/// the read that finds its statement stale answers anyway, and the connection is replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_under_prepared_point_reads_costs_no_read() {
+    let Some((base, url)) = cluster_db().await else {
+        return;
+    };
+    let (a, _hub) = node(&url).await;
+    let acc = account(&a).await;
+    let s = session(&a, acc).await;
+    let by_id = SessionRef::Id(s.id);
+    for _ in 0..4 {
+        assert_eq!(a.get_session(acc, &by_id).await.unwrap().unwrap(), s);
+    }
+    let before = backends(&url, "sessiond-reads", false).await;
+    assert!(!before.is_empty());
+    let mut c = PgConnection::connect(&url).await.unwrap();
+    sqlx::query("ALTER TABLE sessions ALTER COLUMN closed_reason TYPE varchar(4000)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let _ = c.close().await;
+    for _ in 0..8 {
+        assert_eq!(a.get_session(acc, &by_id).await.unwrap().unwrap(), s);
+    }
+    let after = backends(&url, "sessiond-reads", false).await;
+    assert!(
+        !after.is_empty() && after.iter().all(|p| !before.contains(p)),
+        "stale connections were replaced: {before:?} -> {after:?}"
+    );
+    finish(&[&a], &base, &url).await;
+}
+
 fn job(account: AccountId, i: usize) -> Job {
     CreateJobInput {
         kind: "work".into(),
