@@ -164,6 +164,13 @@ pub async fn serve(
     let token = app.shutdown.clone();
     // `into_make_service` finishes the router once; serving the `Router` itself would rebuild
     // its route table for every connection (tens of KiB each, held as long as an SSE stream).
+    // Each SSE event is a small write. With Nagle's algorithm one written while an earlier one
+    // is unacknowledged waits for that ACK, which a receiver that never sends may delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     let result = axum::serve(listener, router.into_make_service())
         .with_graceful_shutdown(async move {
             shutdown.await;
