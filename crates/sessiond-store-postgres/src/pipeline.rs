@@ -63,8 +63,9 @@ impl Pipeline {
     pub(crate) fn new(url: &str, options: &PgConnectOptions, connect_timeout: Duration) -> Self {
         let mut config = tokio_postgres::Config::new();
         match options.get_socket() {
+            #[cfg(unix)]
             Some(dir) => config.host_path(dir),
-            None => config.host(options.get_host()),
+            _ => config.host(options.get_host()),
         };
         config
             .port(options.get_port())
