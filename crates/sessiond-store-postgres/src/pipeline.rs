@@ -78,10 +78,13 @@ impl Pipeline {
         if let Some(o) = options.get_options() {
             config.options(o);
         }
-        // sqlx keeps the password to itself; read it from the URL (or the usual variable).
-        let password = url
-            .parse::<tokio_postgres::Config>()
-            .ok()
+        // sqlx keeps the password to itself; read it from the URL (or the usual variable). The
+        // URL may carry parameters only sqlx knows, which this parser refuses: then its part
+        // before the query still has the user's password.
+        let base = url.split_once('?').map_or(url, |(base, _)| base);
+        let password = [url, base]
+            .iter()
+            .find_map(|u| u.parse::<tokio_postgres::Config>().ok())
             .and_then(|c| c.get_password().map(<[u8]>::to_vec))
             .or_else(|| std::env::var("PGPASSWORD").ok().map(String::into_bytes));
         if let Some(p) = password {
@@ -255,5 +258,42 @@ impl SessionColumns for Row {
     }
     fn opt_int(&self, i: usize) -> Result<Option<i64>, StoreError> {
         self.try_get(i).map_err(internal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::str::FromStr;
+
+    use tokio_postgres::config::Host;
+
+    use super::*;
+
+    fn config(url: &str) -> tokio_postgres::Config {
+        let options = PgConnectOptions::from_str(url).unwrap();
+        Pipeline::new(url, &options, Duration::from_secs(1)).config
+    }
+
+    #[test]
+    fn takes_the_pool_settings_and_the_password_even_past_parameters_only_sqlx_knows() {
+        let c = config(
+            "postgres://app:s%40cret@db.internal:6543/sessions?statement-cache-capacity=10\
+             &options=-c%20search_path%3Dt1",
+        );
+        assert_eq!(c.get_password(), Some(&b"s@cret"[..]));
+        assert_eq!(c.get_user(), Some("app"));
+        assert_eq!(c.get_dbname(), Some("sessions"));
+        assert_eq!(c.get_hosts(), [Host::Tcp("db.internal".into())]);
+        assert_eq!(c.get_ports(), [6543]);
+        assert_eq!(c.get_options(), Some("-c search_path=t1"));
+    }
+
+    #[test]
+    fn a_socket_url_connects_over_the_socket() {
+        let c = config("postgres://postgres@localhost/db?host=/var/run/postgresql");
+        assert_eq!(c.get_hosts(), [Host::Unix("/var/run/postgresql".into())]);
+        assert_eq!(c.get_user(), Some("postgres"));
     }
 }
