@@ -19,8 +19,28 @@ use support::node::{append, client, create_session, records_path, subscribe, Nod
 struct Cluster {
     a: Node,
     b: Node,
+    base: String,
     db: String,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+/// Drops the test database, also when a test fails (`WITH (FORCE)`: the nodes' connections
+/// are closed for them; the nodes are killed right after).
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let (base, db) = (self.base.clone(), self.db.clone());
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(testkit::drop_database(&base, &db)).ok()
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("note: test database {} left for the hourly sweep", self.db);
+        }
+    }
 }
 
 async fn cluster() -> Option<Cluster> {
@@ -32,6 +52,7 @@ async fn cluster() -> Option<Cluster> {
     Some(Cluster {
         a,
         b,
+        base,
         db,
         _dirs: (da, dbb),
     })

@@ -109,4 +109,6 @@ async fn a_postgres_restart_answers_503_then_recovers_with_every_acknowledged_wr
     for a in &acked {
         assert!(got.contains(a), "acknowledged record {a} is missing");
     }
+    drop(node);
+    testkit::drop_database(&base, &db).await.unwrap();
 }
