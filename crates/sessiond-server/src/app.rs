@@ -162,8 +162,6 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let router = app.router();
     let token = app.shutdown.clone();
-    // `into_make_service` finishes the router once; serving the `Router` itself would rebuild
-    // its route table for every connection (tens of KiB each, held as long as an SSE stream).
     // Each SSE event is a small write. With Nagle's algorithm one written while an earlier one
     // is unacknowledged waits for that ACK, which a receiver that never sends may delay.
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
@@ -171,6 +169,8 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
+    // `into_make_service` finishes the router once; serving the `Router` itself would rebuild
+    // its route table for every connection (tens of KiB each, held as long as an SSE stream).
     let result = axum::serve(listener, router.into_make_service())
         .with_graceful_shutdown(async move {
             shutdown.await;

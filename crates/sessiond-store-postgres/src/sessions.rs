@@ -100,13 +100,35 @@ fn json_columns(s: &Session) -> Result<(String, String), StoreError> {
     ))
 }
 
-/// The read of one session of an account: `$1` is the account, `$2` the session's id (or its
-/// external id with `by_external`).
+/// The condition that finds one session of an account: `$1` is the account, `$2` the
+/// session's id (or its external id with `by_external`).
+fn key_filter(by_external: bool) -> &'static str {
+    if by_external {
+        "account_id = $1 AND external_id = $2"
+    } else {
+        "account_id = $1 AND id = $2"
+    }
+}
+
+/// Binds `$1` and `$2` of [`key_filter`].
+fn bind_key<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    account: AccountId,
+    r: &'q SessionRef,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    let query = query.bind(account.0);
+    match r {
+        SessionRef::Id(id) => query.bind(id.0),
+        SessionRef::External(e) => query.bind(e.as_str()),
+    }
+}
+
+/// The read of one session of an account, parameters as [`key_filter`]'s.
 pub(crate) fn get_sql(by_external: bool, with_data: bool, lock: Lock) -> String {
     let cols = if with_data { COLUMNS } else { COLUMNS_NO_DATA };
-    let key = if by_external { "external_id" } else { "id" };
     format!(
-        "SELECT {cols} FROM sessions WHERE account_id = $1 AND {key} = $2{}",
+        "SELECT {cols} FROM sessions WHERE {}{}",
+        key_filter(by_external),
         lock.sql()
     )
 }
@@ -119,14 +141,11 @@ pub async fn get(
     lock: Lock,
 ) -> Result<Option<Session>, StoreError> {
     let by_external = matches!(r, SessionRef::External(_));
-    let query = sqlx::query(AssertSqlSafe(get_sql(by_external, with_data, lock))).bind(account.0);
-    let row = match r {
-        SessionRef::Id(id) => query.bind(id.0),
-        SessionRef::External(e) => query.bind(e.as_str()),
-    }
-    .fetch_optional(conn)
-    .await
-    .map_err(db_err)?;
+    let query = sqlx::query(AssertSqlSafe(get_sql(by_external, with_data, lock)));
+    let row = bind_key(query, account, r)
+        .fetch_optional(conn)
+        .await
+        .map_err(db_err)?;
     row.as_ref().map(session_row).transpose()
 }
 
@@ -139,10 +158,7 @@ pub async fn get_for_append(
     r: &SessionRef,
     channel: &str,
 ) -> Result<Option<(Session, Option<i64>)>, StoreError> {
-    let filter = match r {
-        SessionRef::Id(_) => "id = $1 AND account_id = $2",
-        SessionRef::External(_) => "external_id = $1 AND account_id = $2",
-    };
+    let filter = key_filter(matches!(r, SessionRef::External(_)));
     // MATERIALIZED keeps the session's lock in the CTE, taken before the lateral join reads
     // (and locks) the channel row.
     let q = sqlx::query(AssertSqlSafe(format!(
@@ -153,12 +169,7 @@ pub async fn get_for_append(
             SELECT last_seq FROM channels WHERE session_id = s.id AND name = $3 FOR UPDATE
          ) c ON true"
     )));
-    let q = match r {
-        SessionRef::Id(id) => q.bind(id.0),
-        SessionRef::External(e) => q.bind(e.as_str()),
-    };
-    let row = q
-        .bind(account.0)
+    let row = bind_key(q, account, r)
         .bind(channel)
         .fetch_optional(conn)
         .await
